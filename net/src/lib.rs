@@ -1,0 +1,3 @@
+//! kvci's cluster network, kept apart from QEMU: one network namespace per cluster holding a
+//! bridge and one tap per node, an embedded DHCP and DNS server, and the port forwarder that
+//! gives the host access. Nothing here knows about QEMU; the supervisor hands taps to it as fds.

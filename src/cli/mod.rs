@@ -1,0 +1,151 @@
+//! The command line: one `Args` struct and one handler file per subcommand.
+
+mod console;
+mod down;
+mod image;
+mod logs;
+mod ls;
+mod output;
+mod status;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::paths::Dirs;
+
+/// kvci runs pre-provisioned VM clusters (Kubernetes nodes first of all) straight on QEMU:
+/// no Docker, one program. It is what kubevirtci's `cluster-up` does, without containers.
+///
+/// Start a one-node cluster of the default image `tiny` (built from Debian packages on first use):
+///
+///     kvci vm up
+///
+/// Then look at it, attach to node01's serial console, and take it down:
+///
+///     kvci vm status --output json
+///     kvci vm console node01
+///     kvci vm down
+#[derive(Debug, Parser)]
+#[command(name = "kvci", version, verbatim_doc_comment, max_term_width = 100)]
+pub struct Cli {
+    /// Where images, caches and clusters live [default: /var/lib/kvci for root,
+    /// $XDG_DATA_HOME/kvci otherwise]
+    #[arg(long, global = true, env = "KVCI_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// More log output (-v info, -vv debug); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Clusters of node VMs: up, status, console, logs, down
+    #[command(subcommand)]
+    Vm(VmCommand),
+    /// The frozen image store: build and list images
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Internal: the background process that owns a cluster (started by `vm up`)
+    #[command(hide = true)]
+    Supervise {
+        /// Cluster name
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum VmCommand {
+    /// Start a cluster and return once every node is ready
+    Up(up::UpArgs),
+    /// Power a cluster down and remove its overlays and state (idempotent)
+    Down(down::DownArgs),
+    /// Show a cluster's nodes and their state
+    Status(status::StatusArgs),
+    /// List clusters
+    Ls(ls::LsArgs),
+    /// Attach to a node's serial console (detach with Ctrl-])
+    Console(console::ConsoleArgs),
+    /// Print a node's serial console log
+    Logs(logs::LogsArgs),
+}
+
+/// Sets up `tracing` on stderr: warnings by default, more with `-v`, or as `RUST_LOG` says.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let dirs = Dirs::resolve(cli.data_dir);
+    match cli.command {
+        Command::Vm(VmCommand::Up(a)) => up::run(&dirs, a),
+        Command::Vm(VmCommand::Down(a)) => down::run(&dirs, a),
+        Command::Vm(VmCommand::Status(a)) => status::run(&dirs, a),
+        Command::Vm(VmCommand::Ls(a)) => ls::run(&dirs, a),
+        Command::Vm(VmCommand::Console(a)) => console::run(&dirs, a),
+        Command::Vm(VmCommand::Logs(a)) => logs::run(&dirs, a),
+        Command::Image(c) => image::run(&dirs, c),
+        Command::Supervise { name } => {
+            crate::supervisor::server::run(&dirs, &name, crate::supervisor::server::Reporter::Pipe)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn up_parses_every_flag() {
+        let cli = Cli::try_parse_from([
+            "kvci", "vm", "up", "--name", "c1", "--nodes", "3", "--image", "tiny", "--memory", "1G", "--cpus", "2", "--accel", "tcg",
+        ])
+        .unwrap();
+        let Command::Vm(VmCommand::Up(a)) = cli.command else { panic!() };
+        assert_eq!(a.name, "c1");
+        assert_eq!(a.nodes, 3);
+        assert_eq!(a.memory.as_deref(), Some("1G"));
+    }
+
+    #[test]
+    fn up_defaults_like_kubevirtci() {
+        let cli = Cli::try_parse_from(["kvci", "vm", "up"]).unwrap();
+        let Command::Vm(VmCommand::Up(a)) = cli.command else { panic!() };
+        assert_eq!((a.name.as_str(), a.nodes, a.image.as_str()), ("kvci", 1, "tiny"));
+    }
+
+    #[test]
+    fn wrong_accel_is_refused_by_the_parser() {
+        let err = Cli::try_parse_from(["kvci", "vm", "up", "--accel", "hvf"]).unwrap_err().to_string();
+        assert!(err.contains("possible values"), "{err}");
+    }
+
+    #[test]
+    fn console_takes_a_node() {
+        let cli = Cli::try_parse_from(["kvci", "vm", "console", "--name", "x", "node02"]).unwrap();
+        let Command::Vm(VmCommand::Console(a)) = cli.command else { panic!() };
+        assert_eq!(a.node, "node02");
+    }
+}

@@ -1,0 +1,110 @@
+//! `kvci vm up`: spec → image → accelerator → cluster directory → supervisor → ready.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::accel::{self, AccelChoice, KvmFacts};
+use crate::cluster::layout::ClusterDir;
+use crate::cluster::plan::Launch;
+use crate::cluster::teardown;
+use crate::config::{self, ClusterSpec, HostLimits};
+use crate::paths::Dirs;
+use crate::supervisor::{server, spawn};
+use crate::tools::QEMU;
+
+use super::output::{self, Output};
+
+/// `kvci vm up`
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Cluster name; several clusters can run side by side
+    #[arg(long, default_value = config::DEFAULT_NAME, env = "KVCI_CLUSTER")]
+    pub name: String,
+    /// Number of nodes (node01, node02, …)
+    #[arg(long, default_value_t = 1, env = "KUBEVIRT_NUM_NODES")]
+    pub nodes: u32,
+    /// Image to boot, from the store (`kvci image ls`); `tiny` is built on first use
+    #[arg(long, default_value = "tiny")]
+    pub image: String,
+    /// Memory per node, e.g. 512M, 3096M, 2G [default: the image's]
+    #[arg(long, env = "KUBEVIRT_MEMORY_SIZE")]
+    pub memory: Option<String>,
+    /// vCPUs per node [default: the image's]
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Accelerator: kvm only where it can really run guests (auto checks), tcg emulates
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
+    /// Seconds each node may take to report ready
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub boot_timeout: u64,
+    /// Stay attached: the cluster lives until Ctrl-C
+    #[arg(long)]
+    pub foreground: bool,
+    /// How to print the ready cluster
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// Runs `vm up`.
+pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
+    // Cheap checks first: nothing is built or created for a request that cannot work.
+    config::validate_name(&a.name)?;
+    if a.nodes == 0 || a.nodes > config::MAX_NODES {
+        return Err(config::SpecError::Nodes(a.nodes).into());
+    }
+    let memory_mib = a.memory.as_deref().map(config::parse_memory).transpose()?;
+    QEMU.locate()?;
+    let decision = accel::decide(a.accel, &KvmFacts::probe())?;
+    let dir = ClusterDir::new(dirs, &a.name);
+    dir.check_socket_paths().map_err(anyhow::Error::msg)?;
+    if teardown::supervisor_alive(&dir)? {
+        bail!("cluster {:?} is already running: see `kvci vm status --name {0}`, or take it down with `kvci vm down --name {0}`", a.name);
+    }
+
+    let image = crate::image::resolve(dirs, &a.image)?;
+    let spec = ClusterSpec {
+        name: a.name.clone(),
+        nodes: a.nodes,
+        image: a.image.clone(),
+        memory_mib: memory_mib.unwrap_or(image.manifest.memory_mib),
+        cpus: a.cpus.unwrap_or(image.manifest.cpus),
+        accel: a.accel,
+        boot_timeout_secs: a.boot_timeout,
+    };
+    spec.validate(HostLimits::probe())?;
+    eprintln!("kvci: accelerator {}: {}", decision.accel, decision.reason);
+
+    let stale = teardown::remove_stale(&dir)?;
+    if !stale.is_empty() {
+        eprintln!("kvci: cleaned up a dead earlier run of {:?} (killed QEMU pids {stale:?})", a.name);
+    }
+    std::fs::create_dir_all(dir.root()).with_context(|| format!("creating {}", dir.root().display()))?;
+    let launch = Launch { spec, accel: decision };
+    std::fs::write(dir.launch(), serde_json::to_vec_pretty(&launch)?)?;
+
+    if a.foreground {
+        server::run(dirs, &a.name, server::Reporter::Terminal)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status = spawn::spawn_and_wait(dirs, &dir)?;
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        Output::Table => {
+            let mut t = output::table(&["NODE", "STATE", "READY AFTER", "PID"]);
+            for n in &status.nodes {
+                t.add_row(vec![
+                    n.name.clone(),
+                    format!("{:?}", n.state).to_lowercase(),
+                    n.ready_secs.map(|s| format!("{s:.1}s")).unwrap_or_default(),
+                    n.pid.map(|p| p.to_string()).unwrap_or_default(),
+                ]);
+            }
+            println!("{t}");
+            eprintln!("kvci: cluster {} is up; `kvci vm down --name {0}` takes it down", status.name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,123 @@
+//! The plan: from a validated spec, an image and an accelerator, everything each node needs.
+//! Pure: no files touched, so what `up` will do can be tested and printed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::accel::Decision;
+use crate::cluster::layout::{ClusterDir, NodeDir};
+use crate::config::{node_name, ClusterSpec};
+use crate::image::store::Image;
+use crate::qemu::cmdline::{Boot, Endpoint, NodeMachine};
+
+/// What `vm up` hands the supervisor (saved as `launch.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Launch {
+    /// The validated spec.
+    pub spec: ClusterSpec,
+    /// The accelerator picked for it.
+    pub accel: Decision,
+}
+
+/// One node of the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodePlan {
+    /// 1-based node number.
+    pub index: u32,
+    /// `nodeNN`.
+    pub name: String,
+    /// Its files.
+    pub dir: NodeDir,
+    /// Read-only base disk the overlay sits on.
+    pub base_disk: std::path::PathBuf,
+    /// The machine, with sockets still to be bound (their fds are filled in at start).
+    pub machine: NodeMachine,
+}
+
+/// The whole cluster's plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Cluster name.
+    pub name: String,
+    /// Nodes in order.
+    pub nodes: Vec<NodePlan>,
+}
+
+/// Plans the nodes of `launch` booting `image` under `dir`.
+pub fn plan(launch: &Launch, image: &Image, dir: &ClusterDir) -> Plan {
+    let spec = &launch.spec;
+    let nodes = (1..=spec.nodes)
+        .map(|index| {
+            let name = node_name(index);
+            let nd = dir.node(&name);
+            let machine = NodeMachine {
+                name: format!("kvci-{}-{name}", spec.name),
+                accel: launch.accel.accel,
+                memory_mib: spec.memory_mib,
+                cpus: spec.cpus,
+                boot: Boot {
+                    kernel: image.kernel(),
+                    initrd: image.initrd(),
+                    append: format!("{} kvci.hostname={name}", image.manifest.append),
+                },
+                disk: nd.disk(),
+                qmp: Endpoint::Path(nd.qmp_socket()),
+                console: Endpoint::Path(nd.console_socket()),
+                console_log: nd.serial_log(),
+                beacon: Endpoint::Path(nd.beacon_socket()),
+                authorized_keys: None,
+            };
+            NodePlan { index, name, dir: nd, base_disk: image.disk(), machine }
+        })
+        .collect();
+    Plan { name: spec.name.clone(), nodes }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accel::{Accel, AccelChoice};
+    use crate::image::store::Manifest;
+    use crate::paths::Dirs;
+
+    #[test]
+    fn each_node_gets_its_own_overlay_and_hostname() {
+        let launch = Launch {
+            spec: ClusterSpec {
+                name: "c1".into(),
+                nodes: 2,
+                image: "tiny".into(),
+                memory_mib: 768,
+                cpus: 2,
+                accel: AccelChoice::Auto,
+                boot_timeout_secs: 60,
+            },
+            accel: Decision { accel: Accel::Tcg, reason: "test".into() },
+        };
+        let image = Image {
+            manifest: Manifest {
+                name: "tiny".into(),
+                id: "id".into(),
+                kernel: "vmlinuz".into(),
+                initrd: "initrd.img".into(),
+                disk: "disk.qcow2".into(),
+                append: "console=ttyS0".into(),
+                memory_mib: 512,
+                cpus: 1,
+                created: 0,
+                size: 0,
+            },
+            dir: "/s/layers/id".into(),
+        };
+        let dir = ClusterDir::new(&Dirs::at("/d"), "c1");
+        let p = plan(&launch, &image, &dir);
+        assert_eq!(p.nodes.len(), 2);
+        let n2 = &p.nodes[1];
+        assert_eq!(n2.name, "node02");
+        assert_eq!(n2.machine.disk, std::path::Path::new("/d/clusters/c1/node02/disk.qcow2"));
+        assert_eq!(n2.base_disk, std::path::Path::new("/s/layers/id/disk.qcow2"));
+        assert_eq!(n2.machine.boot.append, "console=ttyS0 kvci.hostname=node02");
+        assert_eq!(n2.machine.memory_mib, 768);
+        assert_ne!(p.nodes[0].machine.disk, n2.machine.disk);
+    }
+}

@@ -1,0 +1,60 @@
+//! Cleaning up a cluster whose supervisor is gone (killed, crashed, host rebooted).
+//!
+//! QEMU processes die with their supervisor (`PR_SET_PDEATHSIG`); this removes what stays on
+//! disk and, as a safety net, kills any QEMU still running from the cluster's directory.
+
+use std::fs::File;
+
+use anyhow::{Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::cluster::layout::ClusterDir;
+use crate::cluster::state::ClusterState;
+
+/// Takes the cluster's lock without waiting: `None` when a live supervisor holds it.
+pub fn try_lock(dir: &ClusterDir) -> Result<Option<Flock<File>>> {
+    let path = dir.lock();
+    let f = File::options().create(true).truncate(false).write(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+/// Whether a supervisor is alive for this cluster.
+pub fn supervisor_alive(dir: &ClusterDir) -> Result<bool> {
+    if !dir.lock().exists() {
+        return Ok(false);
+    }
+    Ok(try_lock(dir)?.is_none())
+}
+
+/// Removes a dead cluster's leftovers. Returns the QEMU pids it had to kill.
+/// Refuses (returns an error) when a live supervisor still owns the cluster.
+pub fn remove_stale(dir: &ClusterDir) -> Result<Vec<u32>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let _lock = match try_lock(dir)? {
+        Some(l) => l,
+        None => anyhow::bail!("cluster {:?} has a live supervisor", dir.name()),
+    };
+    let mut killed = Vec::new();
+    if let Ok(state) = ClusterState::load(&dir.state()) {
+        for node in &state.nodes {
+            let Some(pid) = node.pid else { continue };
+            // Only a QEMU of this very cluster: pids get reused.
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let root = dir.root().as_os_str().as_encoded_bytes();
+            if cmdline.windows(root.len()).any(|w| w == root) {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                killed.push(pid);
+            }
+        }
+    }
+    std::fs::remove_dir_all(dir.root()).with_context(|| format!("removing {}", dir.root().display()))?;
+    Ok(killed)
+}

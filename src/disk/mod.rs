@@ -1,0 +1,129 @@
+//! qcow2 disks: per-node overlays on a read-only base, and reading a disk's backing chain.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::tools::{ToolError, QEMU_IMG};
+
+/// A disk operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// qemu-img failed or is missing.
+    #[error("qcow2 operation on {path}")]
+    Tool {
+        /// The disk concerned.
+        path: PathBuf,
+        /// What qemu-img said.
+        #[source]
+        source: ToolError,
+    },
+    /// qemu-img's JSON was not understood.
+    #[error("cannot read `qemu-img info` of {path}")]
+    Info {
+        /// The disk concerned.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// What `qemu-img info --output=json` says about a disk (the fields kvci uses).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DiskInfo {
+    /// `qcow2`, `raw`, …
+    pub format: String,
+    /// Size the guest sees, bytes.
+    #[serde(rename = "virtual-size")]
+    pub virtual_size: u64,
+    /// Bytes used on the host.
+    #[serde(rename = "actual-size", default)]
+    pub actual_size: u64,
+    /// Backing file as recorded in the image.
+    #[serde(rename = "backing-filename")]
+    pub backing_filename: Option<String>,
+    /// Backing file's format.
+    #[serde(rename = "backing-filename-format")]
+    pub backing_format: Option<String>,
+}
+
+/// Creates a qcow2 overlay at `overlay` whose backing file is `base` (which QEMU opens read-only).
+pub fn create_overlay(base: &Path, overlay: &Path) -> Result<(), DiskError> {
+    QEMU_IMG
+        .run([
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-F".as_ref(),
+            "qcow2".as_ref(),
+            "-b".as_ref(),
+            base.as_os_str(),
+            overlay.as_os_str(),
+        ])
+        .map(drop)
+        .map_err(|source| DiskError::Tool { path: overlay.to_path_buf(), source })
+}
+
+/// Reads a disk's format, sizes and backing file.
+pub fn info(path: &Path) -> Result<DiskInfo, DiskError> {
+    // -U: also works while a running QEMU holds the image's lock.
+    let out = QEMU_IMG
+        .run(["info".as_ref(), "-U".as_ref(), "--output=json".as_ref(), path.as_os_str()])
+        .map_err(|source| DiskError::Tool { path: path.to_path_buf(), source })?;
+    parse_info(&out.stdout).map_err(|source| DiskError::Info { path: path.to_path_buf(), source })
+}
+
+fn parse_info(json: &[u8]) -> Result<DiskInfo, serde_json::Error> {
+    serde_json::from_slice(json)
+}
+
+/// Converts a raw disk into a compact qcow2.
+pub fn convert_raw_to_qcow2(raw: &Path, qcow2: &Path) -> Result<(), DiskError> {
+    QEMU_IMG
+        .run(["convert".as_ref(), "-f".as_ref(), "raw".as_ref(), "-O".as_ref(), "qcow2".as_ref(), raw.as_os_str(), qcow2.as_os_str()])
+        .map(drop)
+        .map_err(|source| DiskError::Tool { path: qcow2.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_img_json_is_read() {
+        let json = br#"{"children": [], "virtual-size": 268435456, "filename": "ov.qcow2",
+            "cluster-size": 65536, "format": "qcow2", "actual-size": 200704,
+            "backing-filename": "/s/base.qcow2", "full-backing-filename": "/s/base.qcow2",
+            "backing-filename-format": "qcow2", "dirty-flag": false}"#;
+        let i = parse_info(json).unwrap();
+        assert_eq!(i.format, "qcow2");
+        assert_eq!(i.virtual_size, 256 << 20);
+        assert_eq!(i.backing_filename.as_deref(), Some("/s/base.qcow2"));
+    }
+
+    #[test]
+    fn overlay_records_its_base() {
+        if QEMU_IMG.locate().is_err() {
+            eprintln!("qemu-img missing; skipped");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.qcow2");
+        QEMU_IMG.run(["create", "-q", "-f", "qcow2", base.to_str().unwrap(), "16M"]).unwrap();
+        let top = dir.path().join("top.qcow2");
+        create_overlay(&base, &top).unwrap();
+        let i = info(&top).unwrap();
+        assert_eq!(i.backing_filename.as_deref(), base.to_str());
+        assert_eq!(i.virtual_size, 16 << 20);
+    }
+
+    #[test]
+    fn missing_base_is_an_error_naming_the_overlay() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("top.qcow2");
+        let err = create_overlay(&dir.path().join("nope.qcow2"), &top).unwrap_err();
+        assert!(err.to_string().contains("top.qcow2"));
+    }
+}

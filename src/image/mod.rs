@@ -1,0 +1,35 @@
+//! Images: the frozen image store ([`store`]) and the builder of the default image `tiny`
+//! ([`tiny`], from Debian packages via [`debs`], [`initramfs`] and [`rootfs`]).
+
+pub mod debs;
+pub mod initramfs;
+pub mod recipe;
+pub mod rootfs;
+pub mod store;
+pub mod tiny;
+
+use anyhow::{bail, Result};
+
+use crate::paths::Dirs;
+use store::{Image, Store};
+
+/// Finds `name` in the store; `tiny` is built (or rebuilt after a recipe change) on first use.
+pub fn resolve(dirs: &Dirs, name: &str) -> Result<Image> {
+    let store = Store::open(&dirs.images())?;
+    if name == tiny::NAME {
+        return tiny::ensure(&store, &dirs.cache());
+    }
+    match store.get(name)? {
+        Some(image) => Ok(image),
+        None => {
+            let known: Vec<String> = store.list()?.into_iter().map(|m| m.name).collect();
+            bail!(
+                "unknown image {name:?}: the store at {} has [{}] and kvci can build `{}`; \
+                 see `kvci image ls` and `kvci image build`",
+                store.root().display(),
+                known.join(", "),
+                tiny::NAME
+            )
+        }
+    }
+}

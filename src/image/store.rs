@@ -1,0 +1,210 @@
+//! The frozen image store: read-only, content-addressed layers and named manifests.
+//!
+//! ```text
+//! images/layers/<id>/{vmlinuz,initrd.img,disk.qcow2}   read-only once committed
+//! images/manifests/<name>.json                          name → layer + boot settings
+//! images/staging/                                       builds in progress (same filesystem)
+//! images/lock                                           held while building or committing
+//! ```
+//! A build is staged and renamed into place in one step, so a failed build leaves nothing.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+/// What the store records about an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Image name (`tiny`).
+    pub name: String,
+    /// Layer id: sha256 of what built it.
+    pub id: String,
+    /// Kernel file in the layer.
+    pub kernel: String,
+    /// Initramfs file in the layer.
+    pub initrd: String,
+    /// Root disk (qcow2) in the layer.
+    pub disk: String,
+    /// Kernel command line.
+    pub append: String,
+    /// Default memory per node, MiB.
+    pub memory_mib: u64,
+    /// Default vCPUs per node.
+    pub cpus: u32,
+    /// Unix time of the build.
+    pub created: u64,
+    /// Bytes on disk.
+    pub size: u64,
+}
+
+/// An image ready to boot.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Its layer directory.
+    pub dir: PathBuf,
+}
+
+impl Image {
+    /// Kernel path.
+    pub fn kernel(&self) -> PathBuf {
+        self.dir.join(&self.manifest.kernel)
+    }
+    /// Initramfs path.
+    pub fn initrd(&self) -> PathBuf {
+        self.dir.join(&self.manifest.initrd)
+    }
+    /// Read-only base disk.
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join(&self.manifest.disk)
+    }
+}
+
+/// The store at one root directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> Result<Store> {
+        for sub in ["layers", "manifests", "staging"] {
+            let p = root.join(sub);
+            std::fs::create_dir_all(&p).with_context(|| format!("creating image store directory {}", p.display()))?;
+        }
+        Ok(Store { root: root.to_path_buf() })
+    }
+
+    /// The store's root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Blocks until this process is the only one building or committing.
+    pub fn lock(&self) -> Result<Flock<File>> {
+        let path = self.root.join("lock");
+        let f = File::create(&path).with_context(|| format!("opening {}", path.display()))?;
+        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e).with_context(|| format!("locking {}", path.display()))
+    }
+
+    /// A fresh staging directory on the store's filesystem, removed when dropped.
+    pub fn staging(&self) -> Result<tempfile::TempDir> {
+        tempfile::Builder::new().prefix("build-").tempdir_in(self.root.join("staging")).context("creating a staging directory")
+    }
+
+    /// The image called `name`, if its manifest and layer are there.
+    pub fn get(&self, name: &str) -> Result<Option<Image>> {
+        let path = self.manifest_path(name);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let manifest: Manifest = serde_json::from_str(&text).with_context(|| format!("corrupt image manifest {}", path.display()))?;
+        let dir = self.root.join("layers").join(&manifest.id);
+        if !dir.join(&manifest.disk).is_file() {
+            anyhow::bail!("image {name:?} is damaged: its layer {} is missing; rebuild it (`kvci image build {name}`)", dir.display());
+        }
+        Ok(Some(Image { manifest, dir }))
+    }
+
+    /// All images, by name.
+    pub fn list(&self) -> Result<Vec<Manifest>> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(self.root.join("manifests"))? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                if let Ok(m) = serde_json::from_slice::<Manifest>(&std::fs::read(&p)?) {
+                    v.push(m);
+                }
+            }
+        }
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    /// Moves a staged layer into place (read-only) and points `manifest.name` at it.
+    /// Call with the store lock held.
+    pub fn commit(&self, staged: &Path, mut manifest: Manifest) -> Result<Image> {
+        let dir = self.root.join("layers").join(&manifest.id);
+        manifest.size = dir_size(staged)?;
+        if !dir.exists() {
+            for e in std::fs::read_dir(staged)? {
+                let p = e?.path();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o444))?;
+            }
+            std::fs::rename(staged, &dir).with_context(|| format!("moving {} into the store", staged.display()))?;
+        }
+        let path = self.manifest_path(&manifest.name);
+        let tmp = path.with_extension("json.tmp");
+        let mut f = File::create(&tmp)?;
+        f.write_all(serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(Image { manifest, dir })
+    }
+
+    fn manifest_path(&self, name: &str) -> PathBuf {
+        self.root.join("manifests").join(format!("{name}.json"))
+    }
+}
+
+fn dir_size(dir: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for e in std::fs::read_dir(dir)? {
+        total += e?.metadata()?.blocks() * 512;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(name: &str, id: &str) -> Manifest {
+        Manifest {
+            name: name.into(),
+            id: id.into(),
+            kernel: "vmlinuz".into(),
+            initrd: "initrd.img".into(),
+            disk: "disk.qcow2".into(),
+            append: "console=ttyS0".into(),
+            memory_mib: 512,
+            cpus: 1,
+            created: 0,
+            size: 0,
+        }
+    }
+
+    #[test]
+    fn committed_layer_is_read_only_and_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let staged = store.staging().unwrap();
+        std::fs::write(staged.path().join("disk.qcow2"), b"q").unwrap();
+        let img = store.commit(staged.path(), manifest("tiny", "abc")).unwrap();
+        assert!(img.disk().metadata().unwrap().permissions().readonly());
+        let got = store.get("tiny").unwrap().unwrap();
+        assert_eq!(got.manifest.id, "abc");
+        assert_eq!(store.list().unwrap().len(), 1);
+        assert!(store.get("other").unwrap().is_none());
+    }
+
+    #[test]
+    fn manifest_without_layer_is_reported_damaged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        std::fs::write(tmp.path().join("manifests/x.json"), serde_json::to_vec(&manifest("x", "gone")).unwrap()).unwrap();
+        let err = store.get("x").unwrap_err().to_string();
+        assert!(err.contains("damaged"), "{err}");
+    }
+}

@@ -1,0 +1,17 @@
+//! kvci: pre-provisioned VM clusters (Kubernetes nodes first of all) straight on QEMU, no Docker.
+//!
+//! The path of `kvci vm up` reads top to bottom: [`config`] (spec) → [`cluster::plan`] (plan) →
+//! network (the `kvci-net` crate) → [`disk`] (overlays) → [`qemu`] (processes, QMP) →
+//! [`cluster::node`] (readiness), all owned by the [`supervisor`].
+
+pub mod accel;
+pub mod beacon;
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod disk;
+pub mod image;
+pub mod paths;
+pub mod qemu;
+pub mod supervisor;
+pub mod tools;

@@ -1,0 +1,271 @@
+//! The QEMU command line of a node, built from small pure functions, one per feature.
+//!
+//! Sockets (QMP, console, beacon) are created by kvci and handed over as fds, so kvci can
+//! connect before QEMU even runs: no polling for a socket file to appear.
+
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+
+use crate::accel::Accel;
+
+/// Name of the virtio-serial port the guest reports readiness on.
+pub const BEACON_PORT: &str = "org.kvci.beacon";
+/// fw_cfg name under which the guest finds its authorized ssh keys.
+pub const FW_CFG_AUTHORIZED_KEYS: &str = "opt/org.kvci/authorized_keys";
+
+/// How QEMU gets a listening unix socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A socket kvci already bound and listens on, inherited by QEMU.
+    Fd(RawFd),
+    /// A path QEMU binds itself (bare QEMU in the benchmark).
+    Path(PathBuf),
+}
+
+/// Direct kernel boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Boot {
+    /// The kernel image.
+    pub kernel: PathBuf,
+    /// The initramfs.
+    pub initrd: PathBuf,
+    /// Kernel command line.
+    pub append: String,
+}
+
+/// Everything that makes one node's command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeMachine {
+    /// Name shown by QEMU (`-name`), e.g. `kvci-node01`.
+    pub name: String,
+    /// Accelerator.
+    pub accel: Accel,
+    /// Memory, MiB.
+    pub memory_mib: u64,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Kernel, initrd, arguments.
+    pub boot: Boot,
+    /// The node's qcow2 overlay.
+    pub disk: PathBuf,
+    /// QMP monitor socket.
+    pub qmp: Endpoint,
+    /// Serial console socket (`kvci vm console`).
+    pub console: Endpoint,
+    /// Everything the serial console prints, appended here (`kvci vm logs`).
+    pub console_log: PathBuf,
+    /// The readiness beacon socket.
+    pub beacon: Endpoint,
+    /// A file with the ssh public keys to hand the guest through fw_cfg.
+    pub authorized_keys: Option<PathBuf>,
+}
+
+/// Escapes a value for QEMU's `key=value,…` option syntax (a comma is doubled).
+pub fn escape(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+fn path_value(p: &Path) -> String {
+    escape(&p.to_string_lossy())
+}
+
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// No default devices, no user config, no display: kvci adds exactly what it needs.
+pub fn base_args(name: &str) -> Vec<String> {
+    let mut v = owned(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+    v.extend(["-name".to_string(), format!("{},process={}", escape(name), escape(name))]);
+    v
+}
+
+/// q35; on KVM with a split irqchip as kubevirtci does (needed for interrupt remapping).
+pub fn machine_args(accel: Accel) -> Vec<String> {
+    match accel {
+        Accel::Kvm => owned(&["-machine", "q35,accel=kvm,kernel_irqchip=split"]),
+        Accel::Tcg => owned(&["-machine", "q35,accel=tcg"]),
+    }
+}
+
+/// The host CPU on KVM (nested virt inside the node); QEMU's richest model on TCG.
+pub fn cpu_args(accel: Accel) -> Vec<String> {
+    match accel {
+        Accel::Kvm => owned(&["-cpu", "host,migratable=no,+invtsc"]),
+        Accel::Tcg => owned(&["-cpu", "max"]),
+    }
+}
+
+/// Memory and vCPUs.
+pub fn size_args(memory_mib: u64, cpus: u32) -> Vec<String> {
+    vec!["-m".into(), format!("{memory_mib}M"), "-smp".into(), cpus.to_string()]
+}
+
+/// An emulated Intel IOMMU with interrupt remapping, like kubevirtci's nodes.
+pub fn iommu_args() -> Vec<String> {
+    owned(&["-device", "intel-iommu,intremap=on,caching-mode=on"])
+}
+
+/// Direct kernel boot.
+pub fn boot_args(boot: &Boot) -> Vec<String> {
+    vec![
+        "-kernel".into(),
+        boot.kernel.to_string_lossy().into_owned(),
+        "-initrd".into(),
+        boot.initrd.to_string_lossy().into_owned(),
+        "-append".into(),
+        boot.append.clone(),
+    ]
+}
+
+/// The boot disk: the node's overlay on virtio-blk (`cache=unsafe`: disposable nodes).
+pub fn disk_args(disk: &Path) -> Vec<String> {
+    vec![
+        "-drive".into(),
+        format!("file={},if=none,id=disk0,format=qcow2,cache=unsafe,discard=unmap", path_value(disk)),
+        "-device".into(),
+        "virtio-blk-pci,drive=disk0".into(),
+    ]
+}
+
+/// Entropy for the guest.
+pub fn rng_args() -> Vec<String> {
+    owned(&["-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0"])
+}
+
+/// A server-mode socket chardev that never waits for a client.
+pub fn chardev_socket(id: &str, endpoint: &Endpoint, extra: &str) -> Vec<String> {
+    let addr = match endpoint {
+        Endpoint::Fd(fd) => format!("fd={fd}"),
+        Endpoint::Path(p) => format!("path={}", path_value(p)),
+    };
+    vec!["-chardev".into(), format!("socket,id={id},{addr},server=on,wait=off{extra}")]
+}
+
+/// The serial console on a socket, logged to a file as well.
+pub fn serial_args(console: &Endpoint, log: &Path) -> Vec<String> {
+    let mut v = chardev_socket("serial0", console, &format!(",logfile={},logappend=on", path_value(log)));
+    v.extend(owned(&["-serial", "chardev:serial0"]));
+    v
+}
+
+/// The QMP monitor (the only monitor: no HMP).
+pub fn qmp_args(qmp: &Endpoint) -> Vec<String> {
+    let mut v = chardev_socket("qmp", qmp, "");
+    v.extend(owned(&["-mon", "chardev=qmp,mode=control"]));
+    v
+}
+
+/// The virtio-serial port the guest writes its readiness to.
+pub fn beacon_args(beacon: &Endpoint) -> Vec<String> {
+    let mut v = owned(&["-device", "virtio-serial-pci,id=vser0"]);
+    v.extend(chardev_socket("beacon", beacon, ""));
+    v.extend(["-device".into(), format!("virtserialport,bus=vser0.0,chardev=beacon,name={BEACON_PORT}")]);
+    v
+}
+
+/// ssh public keys for the guest, as a fw_cfg file.
+pub fn fw_cfg_keys_args(keys: &Path) -> Vec<String> {
+    vec!["-fw_cfg".into(), format!("name={FW_CFG_AUTHORIZED_KEYS},file={}", path_value(keys))]
+}
+
+/// The whole command line of a node (without the program name).
+pub fn node_args(m: &NodeMachine) -> Vec<String> {
+    let mut v = base_args(&m.name);
+    v.extend(machine_args(m.accel));
+    v.extend(cpu_args(m.accel));
+    v.extend(size_args(m.memory_mib, m.cpus));
+    v.extend(iommu_args());
+    v.extend(boot_args(&m.boot));
+    v.extend(disk_args(&m.disk));
+    v.extend(rng_args());
+    v.extend(serial_args(&m.console, &m.console_log));
+    v.extend(qmp_args(&m.qmp));
+    v.extend(beacon_args(&m.beacon));
+    if let Some(keys) = &m.authorized_keys {
+        v.extend(fw_cfg_keys_args(keys));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kvm_machine_matches_kubevirtci() {
+        assert_eq!(machine_args(Accel::Kvm), ["-machine", "q35,accel=kvm,kernel_irqchip=split"]);
+        assert_eq!(cpu_args(Accel::Kvm), ["-cpu", "host,migratable=no,+invtsc"]);
+    }
+
+    #[test]
+    fn tcg_machine_has_no_kernel_irqchip() {
+        assert_eq!(machine_args(Accel::Tcg), ["-machine", "q35,accel=tcg"]);
+        assert_eq!(cpu_args(Accel::Tcg), ["-cpu", "max"]);
+    }
+
+    #[test]
+    fn iommu_is_always_there() {
+        assert_eq!(iommu_args(), ["-device", "intel-iommu,intremap=on,caching-mode=on"]);
+    }
+
+    #[test]
+    fn commas_in_paths_are_escaped() {
+        assert_eq!(
+            disk_args(Path::new("/a,b/disk.qcow2"))[1],
+            "file=/a,,b/disk.qcow2,if=none,id=disk0,format=qcow2,cache=unsafe,discard=unmap"
+        );
+    }
+
+    #[test]
+    fn sockets_by_fd_or_path() {
+        assert_eq!(chardev_socket("qmp", &Endpoint::Fd(7), ""), ["-chardev", "socket,id=qmp,fd=7,server=on,wait=off"]);
+        assert_eq!(
+            qmp_args(&Endpoint::Path("/r/q.sock".into())),
+            ["-chardev", "socket,id=qmp,path=/r/q.sock,server=on,wait=off", "-mon", "chardev=qmp,mode=control"]
+        );
+    }
+
+    #[test]
+    fn serial_is_logged() {
+        assert_eq!(
+            serial_args(&Endpoint::Fd(5), Path::new("/n/serial.log")),
+            [
+                "-chardev",
+                "socket,id=serial0,fd=5,server=on,wait=off,logfile=/n/serial.log,logappend=on",
+                "-serial",
+                "chardev:serial0"
+            ]
+        );
+    }
+
+    #[test]
+    fn beacon_is_a_named_virtio_serial_port() {
+        let a = beacon_args(&Endpoint::Fd(9));
+        assert_eq!(a.last().unwrap(), "virtserialport,bus=vser0.0,chardev=beacon,name=org.kvci.beacon");
+    }
+
+    #[test]
+    fn whole_line_has_no_hmp_and_one_of_each() {
+        let m = NodeMachine {
+            name: "kvci-node01".into(),
+            accel: Accel::Tcg,
+            memory_mib: 512,
+            cpus: 2,
+            boot: Boot { kernel: "/i/vmlinuz".into(), initrd: "/i/initrd.img".into(), append: "console=ttyS0".into() },
+            disk: "/c/node01/disk.qcow2".into(),
+            qmp: Endpoint::Fd(3),
+            console: Endpoint::Fd(4),
+            console_log: "/c/node01/serial.log".into(),
+            beacon: Endpoint::Fd(5),
+            authorized_keys: Some("/c/authorized_keys".into()),
+        };
+        let args = node_args(&m);
+        assert!(!args.iter().any(|a| a == "-monitor" || a.contains("mode=readline")));
+        assert_eq!(args.iter().filter(|a| *a == "-machine").count(), 1);
+        let size = args.iter().position(|a| a == "-m").unwrap();
+        assert_eq!(args[size + 1], "512M");
+        assert!(args.contains(&"name=opt/org.kvci/authorized_keys,file=/c/authorized_keys".to_string()));
+        assert_eq!(args[..2], ["-nodefaults", "-no-user-config"]);
+    }
+}

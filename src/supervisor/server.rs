@@ -1,0 +1,388 @@
+//! The supervisor proper: brings a cluster up (plan → disks → QEMU → readiness), then owns it,
+//! answering `status` and `down` on its control socket until told to stop or signalled.
+//!
+//! It runs on a single-threaded runtime, so every QEMU is spawned from the main thread and
+//! `PR_SET_PDEATHSIG` kills them all exactly when the supervisor dies.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::cluster::layout::ClusterDir;
+use crate::cluster::node::{Node, ShutdownKind};
+use crate::cluster::plan::{plan, Launch, NodePlan};
+use crate::cluster::state::{ClusterState, NodeRecord, NodeState, Phase};
+use crate::cluster::teardown;
+use crate::image::store::Store;
+use crate::paths::Dirs;
+use crate::supervisor::protocol::{ClusterStatus, LaunchEvent, NodeStatus, Request, Response};
+use crate::tools::QEMU;
+
+/// Default time a guest gets to power off on `down` before QEMU is stopped.
+pub const DEFAULT_DOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where launch progress goes: the pipe `vm up` reads, or the terminal (`--foreground`).
+pub enum Reporter {
+    /// Detached: JSON lines on stdout, which is closed once the cluster is ready.
+    Pipe,
+    /// Attached: plain lines on stderr.
+    Terminal,
+}
+
+impl Reporter {
+    fn send(&self, event: &LaunchEvent) {
+        match self {
+            Reporter::Pipe => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", serde_json::to_string(event).unwrap_or_default());
+                let _ = out.flush();
+            }
+            Reporter::Terminal => match event {
+                LaunchEvent::Progress { message } => eprintln!("kvci: {message}"),
+                LaunchEvent::Ready(s) => eprintln!("kvci: cluster {} is ready ({} nodes); Ctrl-C to stop it", s.name, s.nodes.len()),
+                LaunchEvent::Failed { message } => eprintln!("kvci: {message}"),
+            },
+        }
+        if let LaunchEvent::Progress { message } = event {
+            tracing::info!("{message}");
+        }
+    }
+
+    fn progress(&self, message: impl Into<String>) {
+        self.send(&LaunchEvent::Progress { message: message.into() });
+    }
+
+    /// Lets `vm up` see end-of-file: stdout now points at /dev/null.
+    fn detach(&self) {
+        if let Reporter::Pipe = self {
+            if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
+                let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1);
+            }
+        }
+    }
+}
+
+/// Runs the supervisor of cluster `name` to the end (down, signal or failed bring-up).
+pub fn run(dirs: &Dirs, name: &str, reporter: Reporter) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    let dir = ClusterDir::new(dirs, name);
+    let result = rt.block_on(supervise(dirs, &dir, &reporter));
+    if let Err(e) = &result {
+        reporter.send(&LaunchEvent::Failed { message: format!("{e:#}") });
+    }
+    result
+}
+
+async fn supervise(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) -> Result<()> {
+    let _lock = teardown::try_lock(dir)?.ok_or_else(|| anyhow!("cluster {:?} is already running", dir.name()))?;
+    let launch: Launch = serde_json::from_slice(&std::fs::read(dir.launch()).context("reading launch.json")?)
+        .context("corrupt launch.json")?;
+    let image = Store::open(&dirs.images())?
+        .get(&launch.spec.image)?
+        .ok_or_else(|| anyhow!("image {:?} disappeared from the store", launch.spec.image))?;
+    let qemu = QEMU.locate()?;
+    let plan = plan(&launch, &image, dir);
+
+    let mut state = ClusterState {
+        name: dir.name().to_string(),
+        phase: Phase::Starting,
+        supervisor_pid: std::process::id(),
+        image: launch.spec.image.clone(),
+        accel: launch.accel.clone(),
+        nodes: plan
+            .nodes
+            .iter()
+            .map(|n| NodeRecord { name: n.name.clone(), state: NodeState::Starting, pid: None, ready_secs: None })
+            .collect(),
+    };
+    state.save(&dir.state())?;
+    let _ = std::fs::remove_file(dir.control_socket());
+    let control = UnixListener::bind(dir.control_socket()).context("binding the control socket")?;
+
+    let timeout = Duration::from_secs(launch.spec.boot_timeout_secs);
+    let nodes = match bring_up(&qemu, plan.nodes, timeout, reporter, &mut state, dir).await {
+        Ok(nodes) => nodes,
+        Err(e) => {
+            let _ = state.transition(Phase::Failed);
+            let _ = std::fs::remove_dir_all(dir.root());
+            return Err(e);
+        }
+    };
+    state.transition(Phase::Running)?;
+    state.save(&dir.state())?;
+    let (state_tx, state_rx) = mpsc::channel(16);
+    let handles: Vec<NodeHandle> = nodes.into_iter().map(|n| NodeHandle::spawn(n, state_tx.clone())).collect();
+    reporter.send(&LaunchEvent::Ready(status(&state, &handles).await));
+    reporter.detach();
+    serve(dir, control, state, handles, state_rx).await
+}
+
+/// Overlays, then every node started and awaited in parallel. On any failure all nodes are
+/// stopped and the error of the first failing node is returned.
+async fn bring_up(
+    qemu: &Path,
+    plans: Vec<NodePlan>,
+    timeout: Duration,
+    reporter: &Reporter,
+    state: &mut ClusterState,
+    dir: &ClusterDir,
+) -> Result<Vec<Node>> {
+    reporter.progress(format!("creating {} overlay(s) on {}", plans.len(), plans[0].base_disk.display()));
+    for p in &plans {
+        std::fs::create_dir_all(p.dir.root()).with_context(|| format!("creating {}", p.dir.root().display()))?;
+        crate::disk::create_overlay(&p.base_disk, &p.dir.disk())?;
+    }
+    reporter.progress(format!("booting {} node(s) (timeout {}s)", plans.len(), timeout.as_secs()));
+    let mut tasks = JoinSet::new();
+    for p in plans {
+        let qemu: PathBuf = qemu.to_path_buf();
+        tasks.spawn(async move {
+            let mut node = Node::start(&qemu, p).await?;
+            match node.wait_ready(timeout).await {
+                Ok((msg, took)) => Ok((node, msg, took)),
+                Err(e) => {
+                    node.shutdown(Duration::ZERO).await;
+                    Err(e)
+                }
+            }
+        });
+    }
+    let mut ready = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined.context("a node task panicked")? {
+            Ok((node, _msg, took)) => {
+                reporter.progress(format!("{} ready in {:.1}s (pid {})", node.name(), took.as_secs_f64(), node.pid()));
+                if let Some(rec) = state.nodes.iter_mut().find(|r| r.name == node.name()) {
+                    rec.state = NodeState::Running;
+                    rec.pid = Some(node.pid());
+                    rec.ready_secs = Some(took.as_secs_f64());
+                }
+                state.save(&dir.state())?;
+                ready.push(node);
+            }
+            Err(e) => {
+                // Dropping the other tasks kills their QEMUs (kill_on_drop); stop the ready ones.
+                tasks.shutdown().await;
+                for n in ready {
+                    n.shutdown(Duration::ZERO).await;
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    ready.sort_by_key(|n| n.plan.index);
+    Ok(ready)
+}
+
+enum NodeCmd {
+    Status(oneshot::Sender<NodeStatus>),
+    Shutdown(Duration, oneshot::Sender<ShutdownKind>),
+}
+
+/// A running node, owned by a task of its own.
+struct NodeHandle {
+    name: String,
+    tx: mpsc::Sender<NodeCmd>,
+}
+
+impl NodeHandle {
+    fn spawn(node: Node, state_tx: mpsc::Sender<(String, NodeState)>) -> NodeHandle {
+        let (tx, rx) = mpsc::channel(4);
+        let name = node.name().to_string();
+        tokio::spawn(node_task(node, rx, state_tx));
+        NodeHandle { name, tx }
+    }
+
+    async fn status(&self, record: &NodeRecord) -> NodeStatus {
+        let (tx, rx) = oneshot::channel();
+        let fallback = NodeStatus {
+            name: self.name.clone(),
+            state: NodeState::Stopped,
+            pid: None,
+            qemu_status: None,
+            ready_secs: record.ready_secs,
+            disk: String::new(),
+        };
+        if self.tx.send(NodeCmd::Status(tx)).await.is_err() {
+            return fallback;
+        }
+        let mut s = rx.await.unwrap_or(fallback);
+        s.ready_secs = record.ready_secs;
+        s
+    }
+
+    async fn shutdown(&self, timeout: Duration) -> ShutdownKind {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(NodeCmd::Shutdown(timeout, tx)).await.is_err() {
+            return ShutdownKind::AlreadyExited;
+        }
+        rx.await.unwrap_or(ShutdownKind::AlreadyExited)
+    }
+}
+
+async fn node_task(mut node: Node, mut rx: mpsc::Receiver<NodeCmd>, state_tx: mpsc::Sender<(String, NodeState)>) {
+    let mut exited = false;
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(NodeCmd::Status(reply)) => {
+                    let (state, qemu_status) = if exited {
+                        (NodeState::Crashed, None)
+                    } else {
+                        match node.qmp().execute(&qapi::qmp::query_status {}).await {
+                            Ok(s) => {
+                                let text = serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(String::from));
+                                (if s.running { NodeState::Running } else { NodeState::Paused }, text)
+                            }
+                            Err(_) => (NodeState::Crashed, None),
+                        }
+                    };
+                    let _ = reply.send(NodeStatus {
+                        name: node.name().to_string(),
+                        state,
+                        pid: (!exited).then(|| node.pid()),
+                        qemu_status,
+                        ready_secs: None,
+                        disk: node.plan.dir.disk().display().to_string(),
+                    });
+                }
+                Some(NodeCmd::Shutdown(timeout, reply)) => {
+                    let kind = node.shutdown(timeout).await;
+                    let _ = reply.send(kind);
+                    return;
+                }
+                None => {
+                    node.shutdown(Duration::ZERO).await;
+                    return;
+                }
+            },
+            status = node.exited(), if !exited => {
+                exited = true;
+                tracing::error!(node = %node.name(), %status, "QEMU exited unexpectedly");
+                let _ = state_tx.send((node.name().to_string(), NodeState::Crashed)).await;
+            }
+        }
+    }
+}
+
+async fn status(state: &ClusterState, handles: &[NodeHandle]) -> ClusterStatus {
+    let mut nodes = Vec::new();
+    for (h, rec) in handles.iter().zip(&state.nodes) {
+        nodes.push(h.status(rec).await);
+    }
+    ClusterStatus {
+        name: state.name.clone(),
+        phase: state.phase,
+        image: state.image.clone(),
+        accel: state.accel.accel.to_string(),
+        supervisor_pid: state.supervisor_pid,
+        nodes,
+    }
+}
+
+async fn down(state: &mut ClusterState, handles: &[NodeHandle], timeout: Duration, dir: &ClusterDir) -> Vec<(String, String)> {
+    let _ = state.transition(Phase::Stopping);
+    let _ = state.save(&dir.state());
+    let kinds = futures_join_all(handles.iter().map(|h| h.shutdown(timeout))).await;
+    let result = handles.iter().zip(kinds).map(|(h, k)| (h.name.clone(), format!("{k:?}").to_lowercase())).collect();
+    if let Err(e) = std::fs::remove_dir_all(dir.root()) {
+        tracing::error!(error = %e, "removing the cluster directory");
+    }
+    result
+}
+
+/// Awaits futures concurrently, keeping their order (a small stand-in for `join_all`).
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in pinned.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|o| o.expect("every future completed")).collect()
+}
+
+async fn serve(
+    dir: &ClusterDir,
+    control: UnixListener,
+    mut state: ClusterState,
+    handles: Vec<NodeHandle>,
+    mut state_rx: mpsc::Receiver<(String, NodeState)>,
+) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            conn = control.accept() => {
+                let Ok((stream, _)) = conn else { continue };
+                if let Some(stream) = handle_request(stream, dir, &mut state, &handles).await {
+                    // Down is done: exit while still holding the connection, so the client's
+                    // end-of-file means this process (and every QEMU) is gone.
+                    drop(handles);
+                    std::mem::forget(stream);
+                    std::process::exit(0);
+                }
+            }
+            Some((node, node_state)) = state_rx.recv() => {
+                if let Some(rec) = state.nodes.iter_mut().find(|r| r.name == node) {
+                    rec.state = node_state;
+                    rec.pid = None;
+                }
+                let _ = state.save(&dir.state());
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => break,
+        }
+    }
+    tracing::info!("signalled: taking the cluster down");
+    down(&mut state, &handles, DEFAULT_DOWN_TIMEOUT, dir).await;
+    Ok(())
+}
+
+/// Answers one request. Returns the stream when the request was `Down` and the cluster is gone.
+async fn handle_request(stream: UnixStream, dir: &ClusterDir, state: &mut ClusterState, handles: &[NodeHandle]) -> Option<UnixStream> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read);
+    let read = tokio::time::timeout(Duration::from_secs(5), (&mut reader).take(64 * 1024).read_line(&mut line)).await;
+    let (response, is_down) = match read.ok().and_then(|r| r.ok()).map(|_| serde_json::from_str::<Request>(&line)) {
+        Some(Ok(Request::Status)) => (Response::Status(status(state, handles).await), false),
+        Some(Ok(Request::Down { timeout_secs })) => {
+            (Response::Down { nodes: down(state, handles, Duration::from_secs(timeout_secs), dir).await }, true)
+        }
+        Some(Err(e)) => (Response::Error { message: format!("bad request: {e}") }, false),
+        None => return None,
+    };
+    let mut out = serde_json::to_string(&response).unwrap_or_default();
+    out.push('\n');
+    let _ = write.write_all(out.as_bytes()).await;
+    let _ = write.flush().await;
+    if is_down {
+        return reader.into_inner().reunite(write).ok();
+    }
+    None
+}
+
+use tokio::io::AsyncReadExt as _;
