@@ -61,8 +61,9 @@ impl Tool {
     /// Full path of the tool, or an error naming the package to install.
     pub fn locate(&self) -> Result<PathBuf, ToolError> {
         if self.name == QEMU.name {
-            if let Some(p) = std::env::var_os("KVCI_QEMU") {
-                return Ok(PathBuf::from(p));
+            // KVCI_QEMU picks another binary (a wrapper, a newer build).
+            if let Some(p) = std::env::var_os("KVCI_QEMU").map(PathBuf::from) {
+                return if p.is_file() { Ok(p) } else { Err(ToolError::Missing { name: self.name, package: self.package }) };
             }
         }
         let path = std::env::var_os("PATH").unwrap_or_default();

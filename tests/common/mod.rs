@@ -1,0 +1,139 @@
+//! Shared fixture for tests that drive the real `kvci` binary with real QEMU (TCG here).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The data directory the tests share: one image store, built once, kept between runs
+/// (`KVCI_TEST_DATA_DIR` overrides, CI points it at its cache).
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("KVCI_TEST_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kvci-data"))
+}
+
+/// `kvci --data-dir <shared>` ready for arguments.
+pub fn kvci() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kvci"));
+    c.arg("--data-dir").arg(data_dir()).env_remove("KVCI_QEMU");
+    c
+}
+
+/// Runs kvci with `args`, returning its output whatever the exit code.
+pub fn run(args: &[&str]) -> Output {
+    kvci().args(args).output().expect("running kvci")
+}
+
+/// Text of stderr.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A cluster brought up for one test and taken down (whatever happens) when dropped.
+pub struct TestCluster {
+    pub name: String,
+}
+
+impl TestCluster {
+    /// `kvci vm up --name NAME ARGS…`, panicking with kvci's stderr when it fails.
+    pub fn up(name: &str, args: &[&str]) -> TestCluster {
+        let mut all = vec!["vm", "up", "--name", name, "--accel", "tcg"];
+        all.extend_from_slice(args);
+        let out = run(&all);
+        // Taken down in Drop even if the assertion below fails.
+        let cluster = TestCluster { name: name.to_string() };
+        assert!(out.status.success(), "vm up failed:\n{}", stderr(&out));
+        cluster
+    }
+
+    /// `kvci vm status --output json`.
+    pub fn status(&self) -> serde_json::Value {
+        let out = run(&["vm", "status", "--name", &self.name, "--output", "json"]);
+        assert!(out.status.success(), "vm status failed:\n{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    /// The cluster's directory.
+    pub fn dir(&self) -> PathBuf {
+        data_dir().join("clusters").join(&self.name)
+    }
+
+    /// `kvci vm down`.
+    pub fn down(&self) -> Output {
+        run(&["vm", "down", "--name", &self.name, "--timeout", "20"])
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let _ = self.down();
+    }
+}
+
+/// A shell session on a node's serial console.
+pub struct Console {
+    stream: UnixStream,
+    seen: Vec<u8>,
+}
+
+impl Console {
+    /// Attaches to `node` of the cluster in `dir`.
+    pub fn attach(dir: &Path, node: &str) -> Console {
+        let stream = UnixStream::connect(dir.join(node).join("console.sock")).expect("console socket");
+        stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        Console { stream, seen: Vec::new() }
+    }
+
+    /// Runs a shell command and waits (up to `timeout`) until its output contains `expect`.
+    /// Put `expect` together from shell expansions so the echoed command line cannot match.
+    pub fn run(&mut self, command: &str, expect: &str, timeout: Duration) -> String {
+        self.seen.clear();
+        self.stream.write_all(format!("{command}\n").as_bytes()).unwrap();
+        self.read_until(expect, timeout)
+    }
+
+    /// Reads until `expect` appears, or panics with what was seen after `timeout`.
+    pub fn read_until(&mut self, expect: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&self.seen).into_owned();
+            if text.contains(expect) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "console never showed {expect:?}; saw:\n{text}");
+            match self.stream.read(&mut buf) {
+                Ok(0) => panic!("console closed before {expect:?}; saw:\n{text}"),
+                Ok(n) => self.seen.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => panic!("console read: {e}"),
+            }
+        }
+    }
+
+    /// Blocks until the console's other end (QEMU) closes, up to `timeout`.
+    pub fn wait_closed(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+}
+
+/// Whether `pid` is a live (non-zombie) process.
+pub fn process_alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
