@@ -1,0 +1,165 @@
+//! A cluster's whole network, brought up in order and torn down with it: the namespace, taps,
+//! bridge, and the DHCP and DNS servers on sockets bound inside. Dropping it (or the process
+//! dying) releases the namespace and everything in it.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::dhcp::{self, DhcpConfig, DhcpServer, StaticLease};
+use crate::dns::{self, ClusterZone, DnsConfig};
+use crate::link::{self, RtNetlink};
+use crate::netns::{NetNs, NetNsError};
+use crate::tap::{self, TapError};
+use crate::topology::{Topology, BRIDGE};
+
+/// Bringing the network up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// The namespace.
+    #[error(transparent)]
+    Namespace(#[from] NetNsError),
+    /// A tap.
+    #[error(transparent)]
+    Tap(#[from] TapError),
+    /// Netlink.
+    #[error(transparent)]
+    Link(#[from] link::LinkError),
+    /// Binding a server socket inside the namespace.
+    #[error("cannot bind the cluster's {what} socket")]
+    Bind {
+        /// DHCP or DNS.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the network needs besides the topology.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Nodes, subnet, bridge.
+    pub topology: Topology,
+    /// Where names outside the cluster are resolved (the host's resolvers by default).
+    pub dns_upstreams: Vec<SocketAddr>,
+    /// Guest MTU.
+    pub mtu: u16,
+}
+
+/// The live network of one cluster.
+pub struct ClusterNetwork {
+    ns: Arc<NetNs>,
+    taps: Vec<Option<OwnedFd>>,
+    topology: Topology,
+    dhcp: Arc<Mutex<DhcpServer>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ClusterNetwork {
+    /// Creates the namespace and everything in it, and starts DHCP and DNS.
+    /// Must run inside a tokio runtime.
+    pub async fn create(config: NetworkConfig) -> Result<ClusterNetwork, NetworkError> {
+        let topo = config.topology.clone();
+        let ns = Arc::new(NetNs::new()?);
+        let rt = tokio::runtime::Handle::current();
+
+        // Inside: taps and the netlink socket (both belong to the namespace they are made in).
+        let (taps, (conn, handle, _)) = ns.run(|| -> Result<_, NetworkError> {
+            let _rt = rt.enter();
+            let taps = topo.nodes.iter().map(|n| tap::create(&n.tap).map(Some)).collect::<Result<Vec<_>, _>>()?;
+            let conn = rtnetlink::new_connection().map_err(|source| NetworkError::Bind { what: "netlink", source })?;
+            Ok((taps, conn))
+        })??;
+        let netlink_task = tokio::spawn(conn);
+        let built = link::build(&mut RtNetlink::new(handle), &topo).await;
+        netlink_task.abort();
+        built?;
+
+        let (dhcp_sock, dns_udp, dns_tcp) = ns.run(|| -> Result<_, NetworkError> {
+            let dhcp_sock = dhcp::bind_socket(Some(BRIDGE), 67).map_err(|source| NetworkError::Bind { what: "DHCP", source })?;
+            let addr = SocketAddrV4::new(topo.bridge_ip, 53);
+            let bind = |source| NetworkError::Bind { what: "DNS", source };
+            let udp = std::net::UdpSocket::bind(addr).map_err(bind)?;
+            let tcp = std::net::TcpListener::bind(addr).map_err(bind)?;
+            udp.set_nonblocking(true).map_err(bind)?;
+            tcp.set_nonblocking(true).map_err(bind)?;
+            Ok((dhcp_sock, udp, tcp))
+        })??;
+        let bind = |what| move |source| NetworkError::Bind { what, source };
+        let dhcp_sock = tokio::net::UdpSocket::from_std(dhcp_sock).map_err(bind("DHCP"))?;
+        let dns_udp = tokio::net::UdpSocket::from_std(dns_udp).map_err(bind("DNS"))?;
+        let dns_tcp = tokio::net::TcpListener::from_std(dns_tcp).map_err(bind("DNS"))?;
+
+        let dhcp = Arc::new(Mutex::new(DhcpServer::new(dhcp_config(&topo, config.mtu))));
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let (d, rx) = (dhcp.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = dhcp::serve(dhcp_sock, d, rx).await {
+                tracing::error!(error = %e, "DHCP server stopped");
+            }
+        }));
+        let dns_config = DnsConfig { zone: zone(&topo), upstreams: config.dns_upstreams.clone() };
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = dns::serve(dns_udp, dns_tcp, dns_config, stop_rx).await {
+                tracing::error!(error = %e, "DNS server stopped");
+            }
+        }));
+        tracing::info!(subnet = %topo.subnet, nodes = topo.nodes.len(), "cluster network up");
+        Ok(ClusterNetwork { ns, taps, topology: topo, dhcp, stop, tasks })
+    }
+
+    /// The namespace (for port forwards and probes into it).
+    pub fn ns(&self) -> &Arc<NetNs> {
+        &self.ns
+    }
+
+    /// The topology it was built from.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Hands out node `index`'s tap fd (once), to be passed to its QEMU.
+    pub fn take_tap(&mut self, index: u32) -> Option<OwnedFd> {
+        self.taps.get_mut(index.checked_sub(1)? as usize)?.take()
+    }
+
+    /// DHCP counters (malformed packets, leases given…).
+    pub fn dhcp_stats(&self) -> dhcp::Stats {
+        self.dhcp.lock().map(|d| d.stats().clone()).unwrap_or_default()
+    }
+
+    /// Stops the servers; the namespace goes when the last holder drops it.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn dhcp_config(topo: &Topology, mtu: u16) -> DhcpConfig {
+    DhcpConfig {
+        server_ip: topo.bridge_ip,
+        prefix_len: topo.subnet.prefix,
+        router: topo.bridge_ip,
+        dns: vec![topo.bridge_ip],
+        domain: topo.cluster.clone(),
+        mtu,
+        lease_secs: u32::MAX,
+        leases: topo.nodes.iter().map(|n| StaticLease { mac: n.mac, ip: n.ip, hostname: n.hostname.clone() }).collect(),
+    }
+}
+
+fn zone(topo: &Topology) -> ClusterZone {
+    let mut hosts: Vec<(String, Ipv4Addr)> = topo.nodes.iter().map(|n| (n.hostname.clone(), n.ip)).collect();
+    for name in ["registry", "nfs", "ceph"] {
+        hosts.push((name.to_string(), topo.bridge_ip));
+    }
+    ClusterZone { cluster: topo.cluster.clone(), hosts }
+}

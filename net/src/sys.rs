@@ -1,0 +1,38 @@
+//! The crate's only `unsafe`: the TUN/TAP ioctl. Everything else goes through `nix` and netlink.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// `struct ifreq` as TUNSETIFF reads it: a name and the flags, padded to the kernel's size.
+#[repr(C)]
+pub struct IfReq {
+    name: [u8; 16],
+    flags: libc_short,
+    _pad: [u8; 22],
+}
+
+#[allow(non_camel_case_types)]
+type libc_short = i16;
+
+/// A tap device, not a tun.
+pub const IFF_TAP: i16 = 0x0002;
+/// No extra packet-information header.
+pub const IFF_NO_PI: i16 = 0x1000;
+/// Frames carry a virtio-net header (offloads for QEMU).
+pub const IFF_VNET_HDR: i16 = 0x4000;
+
+// TUNSETIFF = _IOW('T', 202, int)
+nix::ioctl_write_ptr_bad!(tunsetiff, 0x4004_54ca, IfReq);
+
+/// Attaches the open `/dev/net/tun` fd to a new tap called `name` (at most 15 bytes).
+pub fn set_iff(tun: &OwnedFd, name: &str, flags: i16) -> nix::Result<()> {
+    let mut req = IfReq { name: [0; 16], flags, _pad: [0; 22] };
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > 15 {
+        return Err(nix::errno::Errno::EINVAL);
+    }
+    req.name[..bytes.len()].copy_from_slice(bytes);
+    // SAFETY: `tun` is an open /dev/net/tun descriptor and `req` is a properly sized,
+    // NUL-terminated `struct ifreq` that lives across the call; the kernel only reads it
+    // (and writes back the same struct), never keeping the pointer.
+    unsafe { tunsetiff(tun.as_raw_fd(), &req) }.map(drop)
+}

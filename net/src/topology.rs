@@ -1,0 +1,146 @@
+//! The cluster network's plan, pure: subnet, bridge address, and per node its tap, MAC and IP,
+//! numbered the way kubevirtci numbers them (node NN: MAC `52:55:00:d1:55:NN`, IP `.1NN`).
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// Default subnet, as kubevirtci's `br0`.
+pub const DEFAULT_SUBNET: &str = "192.168.66.0/24";
+/// Name of the bridge inside the namespace.
+pub const BRIDGE: &str = "br0";
+
+/// An IPv4 subnet that has room for the bridge (.2) and nodes (.101–.199).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    /// Network address.
+    pub network: Ipv4Addr,
+    /// Prefix length (≤ 24).
+    pub prefix: u8,
+}
+
+/// A subnet that cannot hold a cluster.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubnetError {
+    /// Not `a.b.c.d/len`.
+    #[error("cannot read subnet {0:?}: write it like 192.168.66.0/24")]
+    Syntax(String),
+    /// Too small for `.1NN` node addresses.
+    #[error("subnet {0} is too small: use a prefix of /24 or shorter (nodes get .101-.199)")]
+    TooSmall(String),
+}
+
+impl Subnet {
+    /// Parses `192.168.66.0/24` (host bits are cleared).
+    pub fn parse(text: &str) -> Result<Subnet, SubnetError> {
+        let syntax = || SubnetError::Syntax(text.to_string());
+        let (addr, len) = text.trim().split_once('/').ok_or_else(syntax)?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| syntax())?;
+        let prefix: u8 = len.parse().map_err(|_| syntax())?;
+        if prefix > 32 {
+            return Err(syntax());
+        }
+        if prefix > 24 || prefix < 8 {
+            return Err(SubnetError::TooSmall(text.to_string()));
+        }
+        let mask = u32::MAX << (32 - prefix);
+        Ok(Subnet { network: Ipv4Addr::from(u32::from(addr) & mask), prefix })
+    }
+
+    /// The address `offset` hosts into the subnet.
+    pub fn host(&self, offset: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) + offset)
+    }
+
+    /// The netmask.
+    pub fn mask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::MAX << (32 - self.prefix))
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// One node's place on the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeNet {
+    /// 1-based node number.
+    pub index: u32,
+    /// `nodeNN`.
+    pub hostname: String,
+    /// Tap name inside the namespace.
+    pub tap: String,
+    /// The guest NIC's MAC.
+    pub mac: [u8; 6],
+    /// The address DHCP gives it.
+    pub ip: Ipv4Addr,
+}
+
+/// The whole cluster network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// Cluster name (the DNS domain of the nodes).
+    pub cluster: String,
+    /// Subnet.
+    pub subnet: Subnet,
+    /// The bridge's address: gateway, DNS server and `registry`.
+    pub bridge_ip: Ipv4Addr,
+    /// Nodes in order.
+    pub nodes: Vec<NodeNet>,
+}
+
+/// kubevirtci's MAC for node `index`: the last byte spells the node number in decimal
+/// (node12 → `52:55:00:d1:55:12`).
+pub fn node_mac(index: u32) -> [u8; 6] {
+    let last = u8::from_str_radix(&format!("{:02}", index % 100), 16).unwrap_or(0);
+    [0x52, 0x55, 0x00, 0xd1, 0x55, last]
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn mac_string(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+impl Topology {
+    /// Plans `nodes` nodes (1–99) of cluster `cluster` on `subnet`.
+    pub fn new(cluster: &str, subnet: Subnet, nodes: u32) -> Topology {
+        let nodes = (1..=nodes)
+            .map(|index| NodeNet {
+                index,
+                hostname: format!("node{index:02}"),
+                tap: format!("tap{index:02}"),
+                mac: node_mac(index),
+                ip: subnet.host(100 + index),
+            })
+            .collect();
+        Topology { cluster: cluster.to_string(), subnet, bridge_ip: subnet.host(2), nodes }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_are_numbered_like_kubevirtci() {
+        let t = Topology::new("kvci", Subnet::parse(DEFAULT_SUBNET).unwrap(), 12);
+        assert_eq!(t.bridge_ip, Ipv4Addr::new(192, 168, 66, 2));
+        assert_eq!(t.nodes[0].ip, Ipv4Addr::new(192, 168, 66, 101));
+        assert_eq!(mac_string(&t.nodes[0].mac), "52:55:00:d1:55:01");
+        assert_eq!(mac_string(&t.nodes[11].mac), "52:55:00:d1:55:12");
+        assert_eq!(t.nodes[11].tap, "tap12");
+    }
+
+    #[test]
+    fn subnets_are_parsed_and_checked() {
+        let s = Subnet::parse("10.1.2.3/16").unwrap();
+        assert_eq!(s.network, Ipv4Addr::new(10, 1, 0, 0));
+        assert_eq!(s.mask(), Ipv4Addr::new(255, 255, 0, 0));
+        assert_eq!(s.to_string(), "10.1.0.0/16");
+        assert!(matches!(Subnet::parse("10.0.0.0/25"), Err(SubnetError::TooSmall(_))));
+        assert!(matches!(Subnet::parse("10.0.0.0"), Err(SubnetError::Syntax(_))));
+        assert!(matches!(Subnet::parse("10.0.0.0/33"), Err(SubnetError::Syntax(_))));
+    }
+}
