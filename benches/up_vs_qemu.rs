@@ -49,18 +49,26 @@ fn bare_round(data: &Path, qemu: &Path) -> Duration {
             cpus: image.manifest.cpus,
             accel: AccelChoice::Tcg,
             boot_timeout_secs: 300,
+            subnet: kvci_net::topology::DEFAULT_SUBNET.into(),
+            ports: Default::default(),
+            dns_upstreams: vec![],
         },
         accel: Decision { accel: kvci::accel::Accel::Tcg, reason: "bench".into() },
     };
     let work = tempfile::tempdir().unwrap();
     let cdir = ClusterDir::new(&Dirs::at(work.path()), "bare");
-    let mut node = plan(&launch, &image, &cdir).nodes.remove(0);
+    let mut node = plan(&launch, &image, &cdir).unwrap().nodes.remove(0);
+    // Bare QEMU without kvci's network: user-mode networking stands in, no ssh key.
+    node.machine.nic = None;
+    node.machine.authorized_keys = None;
     std::fs::create_dir_all(node.dir.root()).unwrap();
     kvci::disk::create_overlay(&node.base_disk, &node.dir.disk()).unwrap();
     node.machine.qmp = Endpoint::Path(node.dir.qmp_socket());
     node.machine.console = Endpoint::Path(node.dir.console_socket());
     node.machine.beacon = Endpoint::Path(node.dir.beacon_socket());
-    let args = node_args(&node.machine);
+    let mut args = node_args(&node.machine);
+    // The guest still takes a DHCP lease, from QEMU's user-mode network instead of kvci's.
+    args.extend(["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0,mac=52:55:00:d1:55:01"].map(String::from));
 
     let t = Instant::now();
     let mut child = Command::new(qemu).args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();

@@ -13,6 +13,9 @@ qemu_ok || need+=(qemu-system-x86)
 command -v qemu-img >/dev/null || need+=(qemu-utils)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
+# Tests check that `kvci vm ssh-config` works with plain OpenSSH; ip(8) to inspect links.
+command -v ssh >/dev/null || need+=(openssh-client)
+command -v ip >/dev/null || need+=(iproute2)
 
 # apt-get download (image builds) needs package lists; fresh machines may have none.
 lists_missing() { ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; }

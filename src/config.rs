@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::accel::AccelChoice;
+use crate::ports::FixedPorts;
 
 /// Most nodes one cluster may have: names and MACs carry the node number in two digits.
 pub const MAX_NODES: u32 = 99;
@@ -29,6 +30,12 @@ pub struct ClusterSpec {
     pub accel: AccelChoice,
     /// How long a node may take to report ready.
     pub boot_timeout_secs: u64,
+    /// The cluster network's subnet (`--subnet`).
+    pub subnet: String,
+    /// Fixed host ports (`--ssh-port`, …); the rest are random.
+    pub ports: FixedPorts,
+    /// DNS servers for names outside the cluster; empty means the host's `/etc/resolv.conf`.
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
 }
 
 /// What is wrong with a spec.
@@ -64,6 +71,12 @@ pub enum SpecError {
     /// Zero timeout.
     #[error("--boot-timeout must be at least one second")]
     Timeout,
+    /// Bad subnet.
+    #[error(transparent)]
+    Subnet(#[from] kvci_net::topology::SubnetError),
+    /// One host port asked for twice.
+    #[error("host port {0} is given for two forwards: pick different --*-port values")]
+    DuplicatePort(u16),
 }
 
 /// Facts about the host that bound a spec.
@@ -116,6 +129,10 @@ impl ClusterSpec {
         }
         if self.boot_timeout_secs == 0 {
             return Err(SpecError::Timeout);
+        }
+        kvci_net::topology::Subnet::parse(&self.subnet)?;
+        if let Some(port) = crate::ports::duplicate_fixed(&self.ports) {
+            return Err(SpecError::DuplicatePort(port));
         }
         Ok(())
     }
@@ -173,6 +190,9 @@ mod tests {
             cpus: 1,
             accel: AccelChoice::Auto,
             boot_timeout_secs: 300,
+            subnet: "192.168.66.0/24".into(),
+            ports: FixedPorts::default(),
+            dns_upstreams: vec![],
         }
     }
     const HOST: HostLimits = HostLimits { memory_mib: 24 * 1024 };
@@ -214,6 +234,14 @@ mod tests {
         assert!(err.to_string().contains("lower --memory"));
         let s = ClusterSpec { memory_mib: 64, ..spec() };
         assert_eq!(s.validate(HOST), Err(SpecError::MemoryTooSmall(64)));
+    }
+
+    #[test]
+    fn bad_subnet_and_port_clash_are_refused() {
+        let s = ClusterSpec { subnet: "10.0.0.0/28".into(), ..spec() };
+        assert!(matches!(s.validate(HOST), Err(SpecError::Subnet(_))));
+        let s = ClusterSpec { ports: FixedPorts { ssh: Some(2201), k8s: Some(2201), ..Default::default() }, ..spec() };
+        assert_eq!(s.validate(HOST), Err(SpecError::DuplicatePort(2201)));
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub mod config;
 pub mod disk;
 pub mod image;
 pub mod paths;
+pub mod ports;
 pub mod qemu;
+pub mod ssh;
 pub mod supervisor;
 pub mod tools;

@@ -101,6 +101,24 @@ pub async fn serve(listener: TcpListener, ns: Arc<NetNs>, target: SocketAddr, mu
     }
 }
 
+/// Relays every connection on `listener` to the unix socket `path` (e.g. QEMU's VNC display).
+pub async fn serve_unix(listener: TcpListener, path: std::path::PathBuf, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((mut client, _)) = accepted else { continue };
+                let path = path.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut upstream) = tokio::net::UnixStream::connect(&path).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 /// Opens a TCP connection from inside the namespace.
 pub async fn connect_inside(ns: Arc<NetNs>, target: SocketAddr) -> std::io::Result<TcpStream> {
     let std_stream = tokio::task::spawn_blocking(move || {

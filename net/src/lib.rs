@@ -1,3 +1,14 @@
 //! kvci's cluster network, kept apart from QEMU: one network namespace per cluster holding a
 //! bridge and one tap per node, an embedded DHCP and DNS server, and the port forwarder that
 //! gives the host access. Nothing here knows about QEMU; the supervisor hands taps to it as fds.
+
+pub mod dhcp;
+pub mod dns;
+pub mod egress;
+pub mod forward;
+pub mod link;
+pub mod netns;
+pub mod network;
+mod sys;
+pub mod tap;
+pub mod topology;

@@ -1,5 +1,5 @@
 //! A cluster's whole network, brought up in order and torn down with it: the namespace, taps,
-//! bridge, and the DHCP and DNS servers on sockets bound inside. Dropping it (or the process
+//! bridge, and the DHCP and DNS servers and the egress proxy on sockets bound inside. Dropping it (or the process
 //! dying) releases the namespace and everything in it.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::dhcp::{self, DhcpConfig, DhcpServer, StaticLease};
 use crate::dns::{self, ClusterZone, DnsConfig};
+use crate::egress;
 use crate::link::{self, RtNetlink};
 use crate::netns::{NetNs, NetNsError};
 use crate::tap::{self, TapError};
@@ -80,7 +81,7 @@ impl ClusterNetwork {
         netlink_task.abort();
         built?;
 
-        let (dhcp_sock, dns_udp, dns_tcp) = ns.run(|| -> Result<_, NetworkError> {
+        let (dhcp_sock, dns_udp, dns_tcp, proxy) = ns.run(|| -> Result<_, NetworkError> {
             let dhcp_sock = dhcp::bind_socket(Some(BRIDGE), 67).map_err(|source| NetworkError::Bind { what: "DHCP", source })?;
             let addr = SocketAddrV4::new(topo.bridge_ip, 53);
             let bind = |source| NetworkError::Bind { what: "DNS", source };
@@ -88,12 +89,16 @@ impl ClusterNetwork {
             let tcp = std::net::TcpListener::bind(addr).map_err(bind)?;
             udp.set_nonblocking(true).map_err(bind)?;
             tcp.set_nonblocking(true).map_err(bind)?;
-            Ok((dhcp_sock, udp, tcp))
+            let proxy_bind = |source| NetworkError::Bind { what: "egress proxy", source };
+            let proxy = std::net::TcpListener::bind(SocketAddrV4::new(topo.bridge_ip, egress::PROXY_PORT)).map_err(proxy_bind)?;
+            proxy.set_nonblocking(true).map_err(proxy_bind)?;
+            Ok((dhcp_sock, udp, tcp, proxy))
         })??;
         let bind = |what| move |source| NetworkError::Bind { what, source };
         let dhcp_sock = tokio::net::UdpSocket::from_std(dhcp_sock).map_err(bind("DHCP"))?;
         let dns_udp = tokio::net::UdpSocket::from_std(dns_udp).map_err(bind("DNS"))?;
         let dns_tcp = tokio::net::TcpListener::from_std(dns_tcp).map_err(bind("DNS"))?;
+        let proxy = tokio::net::TcpListener::from_std(proxy).map_err(bind("egress proxy"))?;
 
         let dhcp = Arc::new(Mutex::new(DhcpServer::new(dhcp_config(&topo, config.mtu))));
         let (stop, stop_rx) = watch::channel(false);
@@ -104,6 +109,7 @@ impl ClusterNetwork {
                 tracing::error!(error = %e, "DHCP server stopped");
             }
         }));
+        tasks.push(tokio::spawn(egress::serve(proxy, stop_rx.clone())));
         let dns_config = DnsConfig { zone: zone(&topo), upstreams: config.dns_upstreams.clone() };
         tasks.push(tokio::spawn(async move {
             if let Err(e) = dns::serve(dns_udp, dns_tcp, dns_config, stop_rx).await {
@@ -131,7 +137,7 @@ impl ClusterNetwork {
 
     /// DHCP counters (malformed packets, leases given…).
     pub fn dhcp_stats(&self) -> dhcp::Stats {
-        self.dhcp.lock().map(|d| d.stats().clone()).unwrap_or_default()
+        self.dhcp.lock().map(|d| *d.stats()).unwrap_or_default()
     }
 
     /// Stops the servers; the namespace goes when the last holder drops it.

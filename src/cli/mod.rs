@@ -6,6 +6,9 @@ mod image;
 mod logs;
 mod ls;
 mod output;
+mod ports;
+mod ssh;
+mod ssh_config;
 mod status;
 mod up;
 
@@ -76,6 +79,14 @@ enum VmCommand {
     Console(console::ConsoleArgs),
     /// Print a node's serial console log
     Logs(logs::LogsArgs),
+    /// Show the forwarded host ports (ssh, k8s, registry, …)
+    Ports(ports::PortsArgs),
+    /// Print an OpenSSH config for the nodes (use with `ssh -F`)
+    SshConfig(ssh_config::SshConfigArgs),
+    /// Run a command on a node, or open a shell (kvci's own ssh client, the cluster's key)
+    Ssh(ssh::SshArgs),
+    /// Copy a file to or from a node: `kvci vm scp ./f node01:/root/f`
+    Scp(ssh::ScpArgs),
 }
 
 /// Sets up `tracing` on stderr: warnings by default, more with `-v`, or as `RUST_LOG` says.
@@ -99,6 +110,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Vm(VmCommand::Ls(a)) => ls::run(&dirs, a),
         Command::Vm(VmCommand::Console(a)) => console::run(&dirs, a),
         Command::Vm(VmCommand::Logs(a)) => logs::run(&dirs, a),
+        Command::Vm(VmCommand::Ports(a)) => ports::run(&dirs, a),
+        Command::Vm(VmCommand::SshConfig(a)) => ssh_config::run(&dirs, a),
+        Command::Vm(VmCommand::Ssh(a)) => ssh::run_ssh(&dirs, a),
+        Command::Vm(VmCommand::Scp(a)) => ssh::run_scp(&dirs, a),
         Command::Image(c) => image::run(&dirs, c),
         Command::Supervise { name } => {
             crate::supervisor::server::run(&dirs, &name, crate::supervisor::server::Reporter::Pipe)?;
@@ -140,6 +155,13 @@ mod tests {
     fn wrong_accel_is_refused_by_the_parser() {
         let err = Cli::try_parse_from(["kvci", "vm", "up", "--accel", "hvf"]).unwrap_err().to_string();
         assert!(err.contains("possible values"), "{err}");
+    }
+
+    #[test]
+    fn ssh_takes_a_command_after_dashes() {
+        let cli = Cli::try_parse_from(["kvci", "vm", "ssh", "--name", "x", "node02", "--", "echo", "hi there"]).unwrap();
+        let Command::Vm(VmCommand::Ssh(a)) = cli.command else { panic!() };
+        assert_eq!((a.node.as_str(), a.command.len()), ("node02", 2));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::cluster::plan::Launch;
 use crate::cluster::teardown;
 use crate::config::{self, ClusterSpec, HostLimits};
 use crate::paths::Dirs;
+use crate::ports::FixedPorts;
 use crate::supervisor::{server, spawn};
 use crate::tools::QEMU;
 
@@ -40,6 +41,36 @@ pub struct UpArgs {
     /// Seconds each node may take to report ready
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub boot_timeout: u64,
+    /// Subnet of the cluster network (bridge .2, nodes .101…); clusters may share it
+    #[arg(long, default_value = kvci_net::topology::DEFAULT_SUBNET)]
+    pub subnet: String,
+    /// Fixed host port for ssh to node01 (random by default)
+    #[arg(long, value_name = "PORT")]
+    pub ssh_port: Option<u16>,
+    /// Fixed host port for the Kubernetes API (node01:6443)
+    #[arg(long, value_name = "PORT")]
+    pub k8s_port: Option<u16>,
+    /// Fixed host port for the OpenShift API (node01:8443)
+    #[arg(long, value_name = "PORT")]
+    pub ocp_port: Option<u16>,
+    /// Fixed host port for the cluster registry (registry:5000)
+    #[arg(long, value_name = "PORT")]
+    pub registry_port: Option<u16>,
+    /// Fixed host port for node01's VNC display
+    #[arg(long, value_name = "PORT")]
+    pub vnc_port: Option<u16>,
+    /// Fixed host port for node01:80
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
+    /// Fixed host port for node01:443
+    #[arg(long, value_name = "PORT")]
+    pub https_port: Option<u16>,
+    /// Ignore every fixed --*-port: all host ports random (the default when none is given)
+    #[arg(long)]
+    pub random_ports: bool,
+    /// DNS server for names outside the cluster, ADDR:PORT (repeatable) [default: /etc/resolv.conf's]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub dns_upstream: Vec<std::net::SocketAddr>,
     /// Stay attached: the cluster lives until Ctrl-C
     #[arg(long)]
     pub foreground: bool,
@@ -73,6 +104,21 @@ pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
         cpus: a.cpus.unwrap_or(image.manifest.cpus),
         accel: a.accel,
         boot_timeout_secs: a.boot_timeout,
+        subnet: a.subnet.clone(),
+        ports: if a.random_ports {
+            FixedPorts::default()
+        } else {
+            FixedPorts {
+                ssh: a.ssh_port,
+                k8s: a.k8s_port,
+                ocp: a.ocp_port,
+                registry: a.registry_port,
+                vnc: a.vnc_port,
+                http: a.http_port,
+                https: a.https_port,
+            }
+        },
+        dns_upstreams: a.dns_upstream.clone(),
     };
     spec.validate(HostLimits::probe())?;
     eprintln!("kvci: accelerator {}: {}", decision.accel, decision.reason);
@@ -93,17 +139,22 @@ pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
     match a.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         Output::Table => {
-            let mut t = output::table(&["NODE", "STATE", "READY AFTER", "PID"]);
+            let mut t = output::table(&["NODE", "STATE", "IP", "READY AFTER", "PID"]);
             for n in &status.nodes {
                 t.add_row(vec![
                     n.name.clone(),
                     format!("{:?}", n.state).to_lowercase(),
+                    n.ip.clone(),
                     n.ready_secs.map(|s| format!("{s:.1}s")).unwrap_or_default(),
                     n.pid.map(|p| p.to_string()).unwrap_or_default(),
                 ]);
             }
             println!("{t}");
-            eprintln!("kvci: cluster {} is up; `kvci vm down --name {0}` takes it down", status.name);
+            let ssh = status.ports.iter().find(|p| p.name == "ssh").map(|p| p.host_port).unwrap_or_default();
+            eprintln!(
+                "kvci: cluster {} is up: `kvci vm ssh --name {0} node01` (host port {ssh}), `kvci vm ports --name {0}`, `kvci vm down --name {0}`",
+                status.name
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! launch.json  state.json  lock  supervisor.sock  supervisor.log
-//! node01/{disk.qcow2, serial.log, qemu.log, qmp.sock, console.sock, beacon.sock}
+//! ssh/{id_ed25519, id_ed25519.pub}
+//! node01/{disk.qcow2, serial.log, qemu.log, qmp.sock, console.sock, beacon.sock, vnc.sock}
 //! ```
 //! `down` removes the whole directory: nothing of a cluster outlives it.
 
@@ -64,6 +65,10 @@ impl ClusterDir {
     pub fn supervisor_log(&self) -> PathBuf {
         self.root.join("supervisor.log")
     }
+    /// The cluster's ssh key pair (`id_ed25519`, `id_ed25519.pub`).
+    pub fn ssh_dir(&self) -> PathBuf {
+        self.root.join("ssh")
+    }
     /// The directory of `node`.
     pub fn node(&self, node: &str) -> NodeDir {
         NodeDir { root: self.root.join(node) }
@@ -108,6 +113,10 @@ impl NodeDir {
     /// Serial console socket.
     pub fn console_socket(&self) -> PathBuf {
         self.root.join("console.sock")
+    }
+    /// VNC display socket.
+    pub fn vnc_socket(&self) -> PathBuf {
+        self.root.join("vnc.sock")
     }
     /// Readiness beacon socket.
     pub fn beacon_socket(&self) -> PathBuf {

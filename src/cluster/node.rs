@@ -2,7 +2,7 @@
 //! power-down. Every wait has a deadline and watches QEMU: a dead QEMU is reported with the tail
 //! of its serial console and stderr, never waited on.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -98,8 +98,9 @@ fn connect(path: &Path) -> std::io::Result<AsyncUnixStream> {
 }
 
 impl Node {
-    /// Creates the node's overlay-backed QEMU and connects QMP and the beacon.
-    pub async fn start(qemu: &Path, mut plan: NodePlan) -> Result<Node, NodeError> {
+    /// Creates the node's overlay-backed QEMU (on `tap`, if it has a NIC) and connects QMP and
+    /// the beacon.
+    pub async fn start(qemu: &Path, mut plan: NodePlan, tap: Option<OwnedFd>) -> Result<Node, NodeError> {
         let node = plan.name.clone();
         let setup = |what: &str| {
             let node = node.clone();
@@ -116,14 +117,23 @@ impl Node {
         let qmp_stream = connect(&d.qmp_socket()).map_err(setup("connecting to QMP"))?;
         let beacon_stream = connect(&d.beacon_socket()).map_err(setup("connecting to the beacon"))?;
 
+        let mut fds = vec![qmp_l.as_raw_fd(), console_l.as_raw_fd(), beacon_l.as_raw_fd()];
+        if let (Some(nic), Some(tap)) = (plan.machine.nic.as_mut(), tap.as_ref()) {
+            nic.tap_fd = Some(tap.as_raw_fd());
+            fds.push(tap.as_raw_fd());
+        }
+        if tap.is_none() {
+            // No network (a plan without a tap): boot without a NIC rather than a dangling fd.
+            plan.machine.nic = None;
+        }
+        let _ = std::fs::remove_file(d.vnc_socket());
         let args = node_args(&plan.machine);
         tracing::debug!(node = %node, ?args, "starting QEMU");
         let started = Instant::now();
-        let fds = [qmp_l.as_raw_fd(), console_l.as_raw_fd(), beacon_l.as_raw_fd()];
         let mut process =
             QemuProcess::spawn(qemu, &args, &fds, &d.qemu_log()).map_err(|source| NodeError::Spawn { node: node.clone(), source })?;
-        // QEMU has its own copies of the listeners now.
-        drop((qmp_l, console_l, beacon_l));
+        // QEMU has its own copies of the listeners and the tap now.
+        drop((qmp_l, console_l, beacon_l, tap));
         tracing::info!(node = %node, pid = process.pid(), "QEMU started");
 
         let qmp = tokio::select! {
@@ -147,6 +157,11 @@ impl Node {
     /// Node name.
     pub fn name(&self) -> &str {
         &self.plan.name
+    }
+
+    /// When QEMU was started.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// QEMU's pid.

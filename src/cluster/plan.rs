@@ -7,7 +7,8 @@ use crate::accel::Decision;
 use crate::cluster::layout::{ClusterDir, NodeDir};
 use crate::config::{node_name, ClusterSpec};
 use crate::image::store::Image;
-use crate::qemu::cmdline::{Boot, Endpoint, NodeMachine};
+use crate::qemu::cmdline::{Boot, Endpoint, Nic, NodeMachine};
+use kvci_net::topology::{mac_string, Subnet, SubnetError, Topology};
 
 /// What `vm up` hands the supervisor (saved as `launch.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +33,8 @@ pub struct NodePlan {
     pub base_disk: std::path::PathBuf,
     /// The machine, with sockets still to be bound (their fds are filled in at start).
     pub machine: NodeMachine,
+    /// The address DHCP will give it.
+    pub ip: std::net::Ipv4Addr,
 }
 
 /// The whole cluster's plan.
@@ -41,13 +44,17 @@ pub struct Plan {
     pub name: String,
     /// Nodes in order.
     pub nodes: Vec<NodePlan>,
+    /// The cluster network.
+    pub topology: Topology,
 }
 
 /// Plans the nodes of `launch` booting `image` under `dir`.
-pub fn plan(launch: &Launch, image: &Image, dir: &ClusterDir) -> Plan {
+pub fn plan(launch: &Launch, image: &Image, dir: &ClusterDir) -> Result<Plan, SubnetError> {
     let spec = &launch.spec;
+    let topology = Topology::new(&spec.name, Subnet::parse(&spec.subnet)?, spec.nodes);
     let nodes = (1..=spec.nodes)
         .map(|index| {
+            let net = &topology.nodes[index as usize - 1];
             let name = node_name(index);
             let nd = dir.node(&name);
             let machine = NodeMachine {
@@ -65,12 +72,14 @@ pub fn plan(launch: &Launch, image: &Image, dir: &ClusterDir) -> Plan {
                 console: Endpoint::Path(nd.console_socket()),
                 console_log: nd.serial_log(),
                 beacon: Endpoint::Path(nd.beacon_socket()),
-                authorized_keys: None,
+                authorized_keys: Some(dir.ssh_dir().join("id_ed25519.pub")),
+                nic: Some(Nic { tap_fd: None, mac: mac_string(&net.mac) }),
+                vnc: Some(nd.vnc_socket()),
             };
-            NodePlan { index, name, dir: nd, base_disk: image.disk(), machine }
+            NodePlan { index, name, dir: nd, base_disk: image.disk(), machine, ip: net.ip }
         })
         .collect();
-    Plan { name: spec.name.clone(), nodes }
+    Ok(Plan { name: spec.name.clone(), nodes, topology })
 }
 
 #[cfg(test)]
@@ -91,6 +100,9 @@ mod tests {
                 cpus: 2,
                 accel: AccelChoice::Auto,
                 boot_timeout_secs: 60,
+                subnet: "10.9.0.0/24".into(),
+                ports: Default::default(),
+                dns_upstreams: vec![],
             },
             accel: Decision { accel: Accel::Tcg, reason: "test".into() },
         };
@@ -110,7 +122,7 @@ mod tests {
             dir: "/s/layers/id".into(),
         };
         let dir = ClusterDir::new(&Dirs::at("/d"), "c1");
-        let p = plan(&launch, &image, &dir);
+        let p = plan(&launch, &image, &dir).unwrap();
         assert_eq!(p.nodes.len(), 2);
         let n2 = &p.nodes[1];
         assert_eq!(n2.name, "node02");
@@ -119,5 +131,8 @@ mod tests {
         assert_eq!(n2.machine.boot.append, "console=ttyS0 kvci.hostname=node02");
         assert_eq!(n2.machine.memory_mib, 768);
         assert_ne!(p.nodes[0].machine.disk, n2.machine.disk);
+        assert_eq!(n2.ip, std::net::Ipv4Addr::new(10, 9, 0, 102));
+        assert_eq!(n2.machine.nic.as_ref().unwrap().mac, "52:55:00:d1:55:02");
+        assert_eq!(p.topology.bridge_ip, std::net::Ipv4Addr::new(10, 9, 0, 2));
     }
 }

@@ -55,8 +55,11 @@ pub struct NodeRecord {
     pub state: NodeState,
     /// QEMU's pid while it runs.
     pub pid: Option<u32>,
-    /// Seconds from QEMU start to the ready beacon.
+    /// Seconds from QEMU start to ready (beacon, lease and sshd).
     pub ready_secs: Option<f64>,
+    /// Its address on the cluster network.
+    #[serde(default)]
+    pub ip: String,
 }
 
 /// The cluster as saved.
@@ -74,6 +77,9 @@ pub struct ClusterState {
     pub accel: Decision,
     /// Nodes in order.
     pub nodes: Vec<NodeRecord>,
+    /// Forwarded host ports.
+    #[serde(default)]
+    pub ports: Vec<crate::ports::PortBinding>,
 }
 
 /// An illegal phase change (a bug, reported rather than ignored).
@@ -120,7 +126,8 @@ mod tests {
             supervisor_pid: 1,
             image: "tiny".into(),
             accel: Decision { accel: Accel::Tcg, reason: "test".into() },
-            nodes: vec![NodeRecord { name: "node01".into(), state: NodeState::Starting, pid: Some(2), ready_secs: None }],
+            nodes: vec![NodeRecord { name: "node01".into(), state: NodeState::Starting, pid: Some(2), ready_secs: None, ip: "192.168.66.101".into() }],
+            ports: vec![],
         }
     }
 

@@ -39,6 +39,8 @@ const ROOTFS: &[File] = &[
     rootfs_file!("etc/group", 0o644),
     rootfs_file!("etc/shadow", 0o600),
     rootfs_file!("etc/shells", 0o644),
+    rootfs_file!("etc/nsswitch.conf", 0o644),
+    rootfs_file!("etc/hosts", 0o644),
     rootfs_file!("usr/libexec/kvci/beacon", 0o755),
     rootfs_file!("usr/share/udhcpc/default.script", 0o755),
 ];

@@ -58,6 +58,19 @@ pub struct NodeMachine {
     pub beacon: Endpoint,
     /// A file with the ssh public keys to hand the guest through fw_cfg.
     pub authorized_keys: Option<PathBuf>,
+    /// The node's NIC on the cluster network.
+    pub nic: Option<Nic>,
+    /// A unix socket for the node's VNC display.
+    pub vnc: Option<PathBuf>,
+}
+
+/// A virtio-net NIC backed by a tap that kvci opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    /// The tap's fd, inherited by QEMU (`None` until the tap exists).
+    pub tap_fd: Option<RawFd>,
+    /// The guest MAC, `52:55:00:d1:55:NN`.
+    pub mac: String,
 }
 
 /// Escapes a value for QEMU's `key=value,…` option syntax (a comma is doubled).
@@ -169,6 +182,22 @@ pub fn fw_cfg_keys_args(keys: &Path) -> Vec<String> {
     vec!["-fw_cfg".into(), format!("name={FW_CFG_AUTHORIZED_KEYS},file={}", path_value(keys))]
 }
 
+/// The NIC: virtio-net on a tap fd (vhost off: /dev/vhost-net may be missing or root-only).
+pub fn nic_args(nic: &Nic) -> Vec<String> {
+    let fd = nic.tap_fd.map(|fd| fd.to_string()).unwrap_or_else(|| "-1".into());
+    vec![
+        "-netdev".into(),
+        format!("tap,id=net0,fd={fd},vhost=off"),
+        "-device".into(),
+        format!("virtio-net-pci,netdev=net0,mac={}", nic.mac),
+    ]
+}
+
+/// The VNC display on a unix socket (forwarded to a host port by kvci).
+pub fn vnc_args(path: &Path) -> Vec<String> {
+    vec!["-vnc".into(), format!("unix:{}", path_value(path))]
+}
+
 /// The whole command line of a node (without the program name).
 pub fn node_args(m: &NodeMachine) -> Vec<String> {
     let mut v = base_args(&m.name);
@@ -184,6 +213,12 @@ pub fn node_args(m: &NodeMachine) -> Vec<String> {
     v.extend(beacon_args(&m.beacon));
     if let Some(keys) = &m.authorized_keys {
         v.extend(fw_cfg_keys_args(keys));
+    }
+    if let Some(nic) = &m.nic {
+        v.extend(nic_args(nic));
+    }
+    if let Some(vnc) = &m.vnc {
+        v.extend(vnc_args(vnc));
     }
     v
 }
@@ -246,6 +281,14 @@ mod tests {
     }
 
     #[test]
+    fn nic_is_virtio_net_on_the_tap_fd() {
+        assert_eq!(
+            nic_args(&Nic { tap_fd: Some(8), mac: "52:55:00:d1:55:02".into() }),
+            ["-netdev", "tap,id=net0,fd=8,vhost=off", "-device", "virtio-net-pci,netdev=net0,mac=52:55:00:d1:55:02"]
+        );
+    }
+
+    #[test]
     fn whole_line_has_no_hmp_and_one_of_each() {
         let m = NodeMachine {
             name: "kvci-node01".into(),
@@ -259,6 +302,8 @@ mod tests {
             console_log: "/c/node01/serial.log".into(),
             beacon: Endpoint::Fd(5),
             authorized_keys: Some("/c/authorized_keys".into()),
+            nic: Some(Nic { tap_fd: Some(6), mac: "52:55:00:d1:55:01".into() }),
+            vnc: None,
         };
         let args = node_args(&m);
         assert!(!args.iter().any(|a| a == "-monitor" || a.contains("mode=readline")));

@@ -50,6 +50,8 @@ pub struct ClusterStatus {
     pub supervisor_pid: u32,
     /// Nodes in order.
     pub nodes: Vec<NodeStatus>,
+    /// Forwarded host ports.
+    pub ports: Vec<crate::ports::PortBinding>,
 }
 
 /// One node as `vm status` shows it.
@@ -67,6 +69,8 @@ pub struct NodeStatus {
     pub ready_secs: Option<f64>,
     /// The node's overlay.
     pub disk: String,
+    /// Its address on the cluster network.
+    pub ip: String,
 }
 
 /// What the supervisor tells `vm up` while it brings the cluster up (on its stdout pipe).

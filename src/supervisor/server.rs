@@ -14,7 +14,10 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use crate::cluster::forwards;
 use crate::cluster::layout::ClusterDir;
+use crate::cluster::readiness;
+use kvci_net::network::{ClusterNetwork, NetworkConfig};
 use crate::cluster::node::{Node, ShutdownKind};
 use crate::cluster::plan::{plan, Launch, NodePlan};
 use crate::cluster::state::{ClusterState, NodeRecord, NodeState, Phase};
@@ -81,13 +84,25 @@ pub fn run(dirs: &Dirs, name: &str, reporter: Reporter) -> Result<()> {
 
 async fn supervise(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) -> Result<()> {
     let _lock = teardown::try_lock(dir)?.ok_or_else(|| anyhow!("cluster {:?} is already running", dir.name()))?;
+    let result = launch_and_serve(dirs, dir, reporter).await;
+    if result.is_err() {
+        // A failed bring-up leaves nothing: QEMUs are gone by now, the namespace with them.
+        let _ = std::fs::remove_dir_all(dir.root());
+    }
+    result
+}
+
+async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) -> Result<()> {
     let launch: Launch = serde_json::from_slice(&std::fs::read(dir.launch()).context("reading launch.json")?)
         .context("corrupt launch.json")?;
     let image = Store::open(&dirs.images())?
         .get(&launch.spec.image)?
         .ok_or_else(|| anyhow!("image {:?} disappeared from the store", launch.spec.image))?;
     let qemu = QEMU.locate()?;
-    let plan = plan(&launch, &image, dir);
+    let plan = plan(&launch, &image, dir)?;
+    crate::ssh::keys::ensure_keypair(&dir.ssh_dir()).context("creating the cluster's ssh key")?;
+    // Host ports first: a taken port fails `up` before anything boots.
+    let ports = forwards::bind(launch.spec.nodes, &launch.spec.ports)?;
 
     let mut state = ClusterState {
         name: dir.name().to_string(),
@@ -98,29 +113,46 @@ async fn supervise(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) -> Result
         nodes: plan
             .nodes
             .iter()
-            .map(|n| NodeRecord { name: n.name.clone(), state: NodeState::Starting, pid: None, ready_secs: None })
+            .map(|n| NodeRecord { name: n.name.clone(), state: NodeState::Starting, pid: None, ready_secs: None, ip: n.ip.to_string() })
             .collect(),
+        ports: ports.bindings(),
     };
     state.save(&dir.state())?;
     let _ = std::fs::remove_file(dir.control_socket());
     let control = UnixListener::bind(dir.control_socket()).context("binding the control socket")?;
 
     let timeout = Duration::from_secs(launch.spec.boot_timeout_secs);
-    let nodes = match bring_up(&qemu, plan.nodes, timeout, reporter, &mut state, dir).await {
+    reporter.progress(format!("creating the cluster network {} (bridge {})", plan.topology.subnet, plan.topology.bridge_ip));
+    let upstreams = if launch.spec.dns_upstreams.is_empty() {
+        kvci_net::dns::upstreams_from_resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+    } else {
+        launch.spec.dns_upstreams.clone()
+    };
+    let network = ClusterNetwork::create(NetworkConfig { topology: plan.topology.clone(), dns_upstreams: upstreams, mtu: 1500 })
+        .await
+        .context("creating the cluster network")?;
+    let mut network = network;
+    let nodes = match bring_up(&qemu, plan.nodes, timeout, reporter, &mut state, dir, &mut network).await {
         Ok(nodes) => nodes,
         Err(e) => {
             let _ = state.transition(Phase::Failed);
+            network.shutdown().await;
             let _ = std::fs::remove_dir_all(dir.root());
             return Err(e);
         }
     };
+    let (stop_forwards, stop_rx) = tokio::sync::watch::channel(false);
+    ports.start(network.ns(), network.topology(), dir, &stop_rx).context("starting port forwards")?;
     state.transition(Phase::Running)?;
     state.save(&dir.state())?;
     let (state_tx, state_rx) = mpsc::channel(16);
     let handles: Vec<NodeHandle> = nodes.into_iter().map(|n| NodeHandle::spawn(n, state_tx.clone())).collect();
     reporter.send(&LaunchEvent::Ready(status(&state, &handles).await));
     reporter.detach();
-    serve(dir, control, state, handles, state_rx).await
+    let result = serve(dir, control, state, handles, state_rx).await;
+    let _ = stop_forwards.send(true);
+    network.shutdown().await;
+    result
 }
 
 /// Overlays, then every node started and awaited in parallel. On any failure all nodes are
@@ -132,6 +164,7 @@ async fn bring_up(
     reporter: &Reporter,
     state: &mut ClusterState,
     dir: &ClusterDir,
+    network: &mut ClusterNetwork,
 ) -> Result<Vec<Node>> {
     reporter.progress(format!("creating {} overlay(s) on {}", plans.len(), plans[0].base_disk.display()));
     for p in &plans {
@@ -142,10 +175,19 @@ async fn bring_up(
     let mut tasks = JoinSet::new();
     for p in plans {
         let qemu: PathBuf = qemu.to_path_buf();
+        let tap = network.take_tap(p.index);
+        let ns = network.ns().clone();
         tasks.spawn(async move {
-            let mut node = Node::start(&qemu, p).await?;
-            match node.wait_ready(timeout).await {
-                Ok((msg, took)) => Ok((node, msg, took)),
+            let mut node = Node::start(&qemu, p, tap).await?;
+            let deadline = tokio::time::Instant::now() + timeout;
+            let ready = async {
+                let (msg, _) = node.wait_ready(timeout).await?;
+                readiness::check_lease(node.name(), &msg, node.plan.ip)?;
+                readiness::wait_sshd(node.name(), &ns, node.plan.ip, deadline).await?;
+                anyhow::Ok(node.started().elapsed())
+            };
+            match ready.await {
+                Ok(took) => Ok((node, took)),
                 Err(e) => {
                     node.shutdown(Duration::ZERO).await;
                     Err(e)
@@ -156,7 +198,7 @@ async fn bring_up(
     let mut ready = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         match joined.context("a node task panicked")? {
-            Ok((node, _msg, took)) => {
+            Ok((node, took)) => {
                 reporter.progress(format!("{} ready in {:.1}s (pid {})", node.name(), took.as_secs_f64(), node.pid()));
                 if let Some(rec) = state.nodes.iter_mut().find(|r| r.name == node.name()) {
                     rec.state = NodeState::Running;
@@ -172,7 +214,7 @@ async fn bring_up(
                 for n in ready {
                     n.shutdown(Duration::ZERO).await;
                 }
-                return Err(e.into());
+                return Err(e);
             }
         }
     }
@@ -208,12 +250,14 @@ impl NodeHandle {
             qemu_status: None,
             ready_secs: record.ready_secs,
             disk: String::new(),
+            ip: record.ip.clone(),
         };
         if self.tx.send(NodeCmd::Status(tx)).await.is_err() {
             return fallback;
         }
         let mut s = rx.await.unwrap_or(fallback);
         s.ready_secs = record.ready_secs;
+        s.ip = record.ip.clone();
         s
     }
 
@@ -250,6 +294,7 @@ async fn node_task(mut node: Node, mut rx: mpsc::Receiver<NodeCmd>, state_tx: mp
                         qemu_status,
                         ready_secs: None,
                         disk: node.plan.dir.disk().display().to_string(),
+                        ip: String::new(),
                     });
                 }
                 Some(NodeCmd::Shutdown(timeout, reply)) => {
@@ -283,6 +328,7 @@ async fn status(state: &ClusterState, handles: &[NodeHandle]) -> ClusterStatus {
         accel: state.accel.accel.to_string(),
         supervisor_pid: state.supervisor_pid,
         nodes,
+        ports: state.ports.clone(),
     }
 }
 

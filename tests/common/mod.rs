@@ -137,3 +137,51 @@ pub fn process_alive(pid: u64) -> bool {
         Err(_) => false,
     }
 }
+
+/// The inode of the network namespace a process holds open by fd (kvci's supervisor keeps its
+/// cluster's namespace that way), if any other than its own.
+pub fn held_netns(pid: u64) -> Option<String> {
+    let own = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .find(|t| t.to_string_lossy().starts_with("net:[") && *t != own)
+        .map(|t| t.to_string_lossy().into_owned())
+}
+
+/// Whether any process still has the network namespace `ns` (as `net:[inode]`) as its own or
+/// open as a file.
+pub fn netns_in_use(ns: &str) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return false };
+    procs.filter_map(Result::ok).filter(|p| p.file_name().to_string_lossy().parse::<u32>().is_ok()).any(|p| {
+        let own = std::fs::read_link(p.path().join("ns/net")).map(|t| t.to_string_lossy() == ns).unwrap_or(false);
+        own || std::fs::read_dir(p.path().join("fd"))
+            .map(|fds| fds.filter_map(Result::ok).any(|f| std::fs::read_link(f.path()).map(|t| t.to_string_lossy() == ns).unwrap_or(false)))
+            .unwrap_or(false)
+    })
+}
+
+/// `ip -o link` of the host namespace, names only.
+pub fn host_links() -> Vec<String> {
+    let out = Command::new("ip").args(["-o", "link"]).output().expect("ip");
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(|s| s.trim().to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The host port of a named forward from `status`.
+pub fn host_port(status: &serde_json::Value, name: &str) -> u16 {
+    status["ports"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["host_port"].as_u64().unwrap() as u16
+}
+
+/// Reads the SSH banner from 127.0.0.1:`port`.
+pub fn ssh_banner(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("forwarded port answers");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
