@@ -13,6 +13,7 @@ pub mod disk;
 pub mod image;
 pub mod paths;
 pub mod ports;
+pub mod provision;
 pub mod qemu;
 pub mod ssh;
 pub mod supervisor;

@@ -71,3 +71,16 @@ fn down_of_unknown_cluster_is_fine() {
     let out = run(&["vm", "down", "--name", "never-was"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn clashing_or_tiny_subnet_is_refused() {
+    refused(&["vm", "up", "--name", "bad-net", "--subnet", "127.0.0.0/24"], "clashes with reserved");
+    refused(&["vm", "up", "--name", "bad-net", "--subnet", "10.0.0.0/28"], "too small");
+    refused(&["vm", "up", "--name", "bad-net", "--subnet", "nonsense"], "cannot read subnet");
+    assert!(!data_dir().join("clusters/bad-net").exists());
+}
+
+#[test]
+fn the_same_fixed_port_twice_is_refused() {
+    refused(&["vm", "up", "--name", "bad-ports", "--ssh-port", "40123", "--k8s-port", "40123"], "given for two forwards");
+}

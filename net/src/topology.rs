@@ -24,6 +24,9 @@ pub enum SubnetError {
     /// Not `a.b.c.d/len`.
     #[error("cannot read subnet {0:?}: write it like 192.168.66.0/24")]
     Syntax(String),
+    /// Loopback, "this network", multicast or reserved space.
+    #[error("subnet {0} clashes with reserved address space (loopback, 0.0.0.0/8, multicast): use a private range like 192.168.66.0/24 or 10.66.0.0/24")]
+    Reserved(String),
     /// Too small for `.1NN` node addresses.
     #[error("subnet {0} is too small: use a prefix of /24 or shorter (nodes get .101-.199)")]
     TooSmall(String),
@@ -43,6 +46,10 @@ impl Subnet {
             return Err(SubnetError::TooSmall(text.to_string()));
         }
         let mask = u32::MAX << (32 - prefix);
+        let first = Ipv4Addr::from(u32::from(addr) & mask).octets()[0];
+        if first == 0 || first == 127 || first >= 224 {
+            return Err(SubnetError::Reserved(text.to_string()));
+        }
         Ok(Subnet { network: Ipv4Addr::from(u32::from(addr) & mask), prefix })
     }
 
@@ -142,5 +149,7 @@ mod tests {
         assert!(matches!(Subnet::parse("10.0.0.0/25"), Err(SubnetError::TooSmall(_))));
         assert!(matches!(Subnet::parse("10.0.0.0"), Err(SubnetError::Syntax(_))));
         assert!(matches!(Subnet::parse("10.0.0.0/33"), Err(SubnetError::Syntax(_))));
+        assert!(matches!(Subnet::parse("127.0.0.0/24"), Err(SubnetError::Reserved(_))));
+        assert!(matches!(Subnet::parse("239.1.1.0/24"), Err(SubnetError::Reserved(_))));
     }
 }

@@ -118,6 +118,10 @@ mod tests {
                 cpus: 1,
                 created: 0,
                 size: 0,
+                parent: None,
+                boot_layer: None,
+                up: None,
+                nodes: None,
             },
             dir: "/s/layers/id".into(),
         };

@@ -127,3 +127,11 @@ mod tests {
         assert!(err.to_string().contains("top.qcow2"));
     }
 }
+
+/// Copies `top` and its whole backing chain into one standalone, compressed qcow2.
+pub fn flatten(top: &Path, out: &Path) -> Result<(), DiskError> {
+    QEMU_IMG
+        .run(["convert".as_ref(), "-c".as_ref(), "-O".as_ref(), "qcow2".as_ref(), top.as_os_str(), out.as_os_str()])
+        .map(drop)
+        .map_err(|source| DiskError::Tool { path: out.to_path_buf(), source })
+}

@@ -3,6 +3,7 @@
 
 pub mod debs;
 pub mod initramfs;
+pub mod provider;
 pub mod recipe;
 pub mod rootfs;
 pub mod store;

@@ -41,6 +41,30 @@ pub struct Manifest {
     pub created: u64,
     /// Bytes on disk.
     pub size: u64,
+    /// The layer this one's disk is an overlay of (its qcow2 backing file), if any.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// The layer holding kernel and initrd, when not this one.
+    #[serde(default)]
+    pub boot_layer: Option<String>,
+    /// Scripts run at `vm up` (files in this layer).
+    #[serde(default)]
+    pub up: Option<UpManifest>,
+    /// Default node count.
+    #[serde(default)]
+    pub nodes: Option<u32>,
+}
+
+/// Up hooks as stored with an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpManifest {
+    /// Script for node01 (file name in the layer).
+    pub first: String,
+    /// Script for the other nodes.
+    pub others: Option<String>,
+    /// Run every node's hook at once.
+    pub parallel: bool,
 }
 
 /// An image ready to boot.
@@ -53,13 +77,19 @@ pub struct Image {
 }
 
 impl Image {
+    fn boot_dir(&self) -> PathBuf {
+        match (&self.manifest.boot_layer, self.dir.parent()) {
+            (Some(layer), Some(layers)) => layers.join(layer),
+            _ => self.dir.clone(),
+        }
+    }
     /// Kernel path.
     pub fn kernel(&self) -> PathBuf {
-        self.dir.join(&self.manifest.kernel)
+        self.boot_dir().join(&self.manifest.kernel)
     }
     /// Initramfs path.
     pub fn initrd(&self) -> PathBuf {
-        self.dir.join(&self.manifest.initrd)
+        self.boot_dir().join(&self.manifest.initrd)
     }
     /// Read-only base disk.
     pub fn disk(&self) -> PathBuf {
@@ -100,8 +130,12 @@ impl Store {
         tempfile::Builder::new().prefix("build-").tempdir_in(self.root.join("staging")).context("creating a staging directory")
     }
 
-    /// The image called `name`, if its manifest and layer are there.
+    /// The image called `name` (`NAME` also finds `NAME:latest`), if its manifest and layer
+    /// are there.
     pub fn get(&self, name: &str) -> Result<Option<Image>> {
+        if !name.contains(':') && !self.manifest_path(name).exists() {
+            return self.get(&format!("{name}:latest"));
+        }
         let path = self.manifest_path(name);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -137,6 +171,8 @@ impl Store {
         let dir = self.root.join("layers").join(&manifest.id);
         manifest.size = dir_size(staged)?;
         if !dir.exists() {
+            // Each layer keeps its own manifest, so parent chains survive renames and `rm`.
+            std::fs::write(staged.join("manifest.json"), serde_json::to_vec_pretty(&manifest)?)?;
             for e in std::fs::read_dir(staged)? {
                 let p = e?.path();
                 std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o444))?;
@@ -152,8 +188,57 @@ impl Store {
         Ok(Image { manifest, dir })
     }
 
+    /// Removes the name `name` (its layers stay until `prune`).
+    pub fn remove(&self, name: &str) -> Result<bool> {
+        let name = if !name.contains(':') && !self.manifest_path(name).exists() { format!("{name}:latest") } else { name.to_string() };
+        match std::fs::remove_file(self.manifest_path(&name)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes layers no image needs (directly or as a parent or boot layer); returns their ids.
+    pub fn prune(&self) -> Result<Vec<String>> {
+        let manifests = self.list()?;
+        let mut keep: Vec<String> = Vec::new();
+        for m in &manifests {
+            keep.push(m.id.clone());
+            keep.extend(m.boot_layer.clone());
+            // Walk the parent chain through the layers' own manifests.
+            let mut parent = m.parent.clone();
+            while let Some(p) = parent {
+                keep.push(p.clone());
+                let layer_manifest = self.root.join("layers").join(&p).join("manifest.json");
+                parent = std::fs::read(&layer_manifest).ok().and_then(|b| serde_json::from_slice::<Manifest>(&b).ok()).and_then(|m| {
+                    keep.extend(m.boot_layer.clone());
+                    m.parent
+                });
+            }
+        }
+        let mut removed = Vec::new();
+        for e in std::fs::read_dir(self.root.join("layers"))? {
+            let e = e?;
+            let id = e.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&id) {
+                make_writable(&e.path());
+                std::fs::remove_dir_all(e.path())?;
+                removed.push(id);
+            }
+        }
+        Ok(removed)
+    }
+
     fn manifest_path(&self, name: &str) -> PathBuf {
         self.root.join("manifests").join(format!("{name}.json"))
+    }
+}
+
+fn make_writable(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o644));
+        }
     }
 }
 
@@ -182,6 +267,10 @@ mod tests {
             cpus: 1,
             created: 0,
             size: 0,
+            parent: None,
+            boot_layer: None,
+            up: None,
+            nodes: None,
         }
     }
 
@@ -197,6 +286,26 @@ mod tests {
         assert_eq!(got.manifest.id, "abc");
         assert_eq!(store.list().unwrap().len(), 1);
         assert!(store.get("other").unwrap().is_none());
+    }
+
+    #[test]
+    fn prune_keeps_parents_and_drops_orphans() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        for (name, id, parent) in [("base", "b", None), ("child:latest", "c", Some("b")), ("gone", "g", None)] {
+            let staged = store.staging().unwrap();
+            std::fs::write(staged.path().join("disk.qcow2"), b"q").unwrap();
+            let mut m = manifest(name, id);
+            m.parent = parent.map(String::from);
+            store.commit(&staged.keep(), m).unwrap();
+        }
+        assert!(store.remove("base").unwrap());
+        assert!(store.remove("gone").unwrap());
+        assert!(!store.remove("gone").unwrap());
+        let removed = store.prune().unwrap();
+        assert_eq!(removed, vec!["g".to_string()]);
+        assert!(store.get("child").unwrap().is_some(), "NAME finds NAME:latest");
+        assert!(tmp.path().join("layers/b/disk.qcow2").exists(), "a parent layer was pruned");
     }
 
     #[test]

@@ -136,6 +136,10 @@ pub fn build(store: &Store, _cache: &Path, id: &str) -> Result<Image> {
         cpus: recipe.cpus,
         created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         size: 0,
+        parent: None,
+        boot_layer: None,
+        up: None,
+        nodes: None,
     };
     let staged = staging.keep();
     let image = store.commit(&staged, manifest);

@@ -102,6 +102,18 @@ impl Session {
         self.finished(relay(channel, None, &mut tokio::io::stdout(), &mut tokio::io::stderr()).await?)
     }
 
+    /// Runs `command`, writing its stdout and stderr to the given writers as they arrive;
+    /// returns the exit code.
+    pub async fn exec_into(
+        &mut self,
+        command: &str,
+        stdout: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+        stderr: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<i32, SshError> {
+        let channel = self.exec_channel(command).await?;
+        self.finished(relay(channel, None, stdout, stderr).await?)
+    }
+
     /// Runs `command`, or a login shell if `None`, on a remote terminal connected to the local
     /// one, until the remote side closes; returns the exit code. The local terminal (if stdin is
     /// one) is in raw mode meanwhile, so Ctrl-C and friends go to the remote program; it is

@@ -196,12 +196,3 @@ fn leftovers(dir: &Path) -> usize {
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(".kvci"))
         .count()
 }
-
-#[tokio::test]
-#[ignore]
-async fn tmp_manual_interactive() {
-    let f = fixture().await;
-    let mut s = session(&f).await;
-    let code = s.interactive(None).await.unwrap();
-    println!("\r\nEXIT={code}");
-}

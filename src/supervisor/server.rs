@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::cluster::forwards;
 use crate::cluster::layout::ClusterDir;
-use crate::cluster::readiness;
+use crate::cluster::boot;
 use kvci_net::network::{ClusterNetwork, NetworkConfig};
 use crate::cluster::node::{Node, ShutdownKind};
 use crate::cluster::plan::{plan, Launch, NodePlan};
@@ -177,23 +177,7 @@ async fn bring_up(
         let qemu: PathBuf = qemu.to_path_buf();
         let tap = network.take_tap(p.index);
         let ns = network.ns().clone();
-        tasks.spawn(async move {
-            let mut node = Node::start(&qemu, p, tap).await?;
-            let deadline = tokio::time::Instant::now() + timeout;
-            let ready = async {
-                let (msg, _) = node.wait_ready(timeout).await?;
-                readiness::check_lease(node.name(), &msg, node.plan.ip)?;
-                readiness::wait_sshd(node.name(), &ns, node.plan.ip, deadline).await?;
-                anyhow::Ok(node.started().elapsed())
-            };
-            match ready.await {
-                Ok(took) => Ok((node, took)),
-                Err(e) => {
-                    node.shutdown(Duration::ZERO).await;
-                    Err(e)
-                }
-            }
-        });
+        tasks.spawn(async move { boot::boot_node(&qemu, p, tap, ns, timeout).await });
     }
     let mut ready = Vec::new();
     while let Some(joined) = tasks.join_next().await {
