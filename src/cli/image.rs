@@ -1,32 +1,50 @@
-//! `kvci image build|ls`: the frozen image store.
+//! `kvci image build|ls|inspect|rm|prune`: the frozen image store.
 
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
+use serde::Serialize;
 
-use crate::image::{store::Store, tiny};
+use crate::accel::AccelChoice;
+use crate::image::{provider, store::Store, tiny};
 use crate::paths::Dirs;
+use crate::provision::build::{self, BuildOptions};
 
 use super::output::{self, Output};
 
 /// `kvci image …`
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Build an image into the store (today: `tiny`, from Debian packages)
+    /// Build an image: `tiny` from Debian packages, or a provider from images/PROVIDER/
     Build(BuildArgs),
     /// List the images in the store
     Ls(LsArgs),
+    /// Show one image's manifest (JSON)
+    Inspect(NameArgs),
+    /// Remove an image's name (refused while a running cluster uses it); `prune` frees layers
+    Rm(NameArgs),
+    /// Delete layers no image needs
+    Prune,
 }
 
 /// `kvci image build`
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// What to build
+    /// `tiny`, or a provider folder under images/ (see images/README.md)
     pub provider: String,
-    /// Rebuild even if the store has it for this recipe
+    /// Tag of the built image [default: latest]
+    #[arg(long, default_value = "latest")]
+    pub tag: String,
+    /// Flatten the chain into one compressed standalone layer
+    #[arg(long)]
+    pub compact: bool,
+    /// Rebuild even if the store has this recipe
     #[arg(long)]
     pub force: bool,
+    /// Accelerator for the build VM
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
 }
 
 /// `kvci image ls`
@@ -37,34 +55,74 @@ pub struct LsArgs {
     pub output: Output,
 }
 
+/// An image named on the command line.
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// Image name (NAME finds NAME:latest)
+    pub name: String,
+}
+
+/// One row of `image ls --output json`.
+#[derive(Debug, Serialize)]
+struct Row {
+    name: String,
+    id: String,
+    size: u64,
+    parent: Option<String>,
+    created: u64,
+}
+
 /// Runs `kvci image …`.
 pub fn run(dirs: &Dirs, cmd: ImageCommand) -> Result<ExitCode> {
     let store = Store::open(&dirs.images())?;
     match cmd {
         ImageCommand::Build(a) => {
-            if a.provider != tiny::NAME {
-                bail!("unknown provider {:?}: kvci can build `{}`", a.provider, tiny::NAME);
-            }
-            let image = if a.force {
-                let _lock = store.lock()?;
-                tiny::build(&store, &dirs.cache(), &tiny::recipe_id())?
+            let image = if a.provider == tiny::NAME {
+                if a.force {
+                    let _lock = store.lock()?;
+                    tiny::build(&store, &dirs.cache(), &tiny::recipe_id())?
+                } else {
+                    tiny::ensure(&store, &dirs.cache())?
+                }
             } else {
-                tiny::ensure(&store, &dirs.cache())?
+                let loaded = provider::load(&provider::recipes_dir(), &a.provider)?;
+                build::build(dirs, &loaded, &BuildOptions { tag: a.tag, compact: a.compact, accel: a.accel, force: a.force })?
             };
             println!("{} {}", image.manifest.name, image.manifest.id);
         }
         ImageCommand::Ls(a) => {
-            let images = store.list()?;
+            let rows: Vec<Row> = store
+                .list()?
+                .into_iter()
+                .map(|m| Row { name: m.name, id: m.id, size: m.size, parent: m.parent, created: m.created })
+                .collect();
             match a.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&images)?),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
                 Output::Table => {
-                    let mut t = output::table(&["NAME", "ID", "SIZE", "CREATED"]);
-                    for m in images {
-                        t.add_row(vec![m.name, m.id[..12.min(m.id.len())].to_string(), format!("{} MiB", m.size >> 20), m.created.to_string()]);
+                    let mut t = output::table(&["NAME", "ID", "PARENT", "SIZE", "CREATED"]);
+                    for r in rows {
+                        let short = |s: &str| s[..12.min(s.len())].to_string();
+                        t.add_row(vec![r.name, short(&r.id), r.parent.as_deref().map(short).unwrap_or_default(), format!("{} MiB", r.size >> 20), r.created.to_string()]);
                     }
                     println!("{t}");
                 }
             }
+        }
+        ImageCommand::Inspect(a) => match store.get(&a.name)? {
+            Some(img) => println!("{}", serde_json::to_string_pretty(&img.manifest)?),
+            None => bail!("no image {:?} in the store (see `kvci image ls`)", a.name),
+        },
+        ImageCommand::Rm(a) => {
+            let Some(img) = store.get(&a.name)? else { bail!("no image {:?} in the store (see `kvci image ls`)", a.name) };
+            if let Some(cluster) = crate::cluster::teardown::clusters_using(dirs, &img.manifest.name)?.first() {
+                bail!("image {} is used by running cluster {cluster:?}: take it down first (`kvci vm down --name {cluster}`)", img.manifest.name);
+            }
+            store.remove(&img.manifest.name)?;
+            eprintln!("kvci: removed {} (its layers go with `kvci image prune` if nothing else needs them)", img.manifest.name);
+        }
+        ImageCommand::Prune => {
+            let removed = store.prune()?;
+            eprintln!("kvci: removed {} unused layer(s)", removed.len());
         }
     }
     Ok(ExitCode::SUCCESS)

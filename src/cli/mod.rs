@@ -140,7 +140,7 @@ mod tests {
         .unwrap();
         let Command::Vm(VmCommand::Up(a)) = cli.command else { panic!() };
         assert_eq!(a.name, "c1");
-        assert_eq!(a.nodes, 3);
+        assert_eq!(a.nodes, Some(3));
         assert_eq!(a.memory.as_deref(), Some("1G"));
     }
 
@@ -148,7 +148,7 @@ mod tests {
     fn up_defaults_like_kubevirtci() {
         let cli = Cli::try_parse_from(["kvci", "vm", "up"]).unwrap();
         let Command::Vm(VmCommand::Up(a)) = cli.command else { panic!() };
-        assert_eq!((a.name.as_str(), a.nodes, a.image.as_str()), ("kvci", 1, "tiny"));
+        assert_eq!((a.name.as_str(), a.nodes, a.image.as_str()), ("kvci", None, "tiny"));
     }
 
     #[test]

@@ -23,9 +23,9 @@ pub struct UpArgs {
     /// Cluster name; several clusters can run side by side
     #[arg(long, default_value = config::DEFAULT_NAME, env = "KVCI_CLUSTER")]
     pub name: String,
-    /// Number of nodes (node01, node02, …)
-    #[arg(long, default_value_t = 1, env = "KUBEVIRT_NUM_NODES")]
-    pub nodes: u32,
+    /// Number of nodes (node01, node02, …) [default: the image's, else 1]
+    #[arg(long, env = "KUBEVIRT_NUM_NODES")]
+    pub nodes: Option<u32>,
     /// Image to boot, from the store (`kvci image ls`); `tiny` is built on first use
     #[arg(long, default_value = "tiny")]
     pub image: String,
@@ -83,8 +83,8 @@ pub struct UpArgs {
 pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
     // Cheap checks first: nothing is built or created for a request that cannot work.
     config::validate_name(&a.name)?;
-    if a.nodes == 0 || a.nodes > config::MAX_NODES {
-        return Err(config::SpecError::Nodes(a.nodes).into());
+    if let Some(n) = a.nodes.filter(|&n| n == 0 || n > config::MAX_NODES) {
+        return Err(config::SpecError::Nodes(n).into());
     }
     let memory_mib = a.memory.as_deref().map(config::parse_memory).transpose()?;
     QEMU.locate()?;
@@ -98,8 +98,8 @@ pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
     let image = crate::image::resolve(dirs, &a.image)?;
     let spec = ClusterSpec {
         name: a.name.clone(),
-        nodes: a.nodes,
-        image: a.image.clone(),
+        nodes: a.nodes.or(image.manifest.nodes).unwrap_or(1),
+        image: image.manifest.name.clone(),
         memory_mib: memory_mib.unwrap_or(image.manifest.memory_mib),
         cpus: a.cpus.unwrap_or(image.manifest.cpus),
         accel: a.accel,

@@ -58,3 +58,18 @@ pub fn remove_stale(dir: &ClusterDir) -> Result<Vec<u32>> {
     std::fs::remove_dir_all(dir.root()).with_context(|| format!("removing {}", dir.root().display()))?;
     Ok(killed)
 }
+
+/// Names of live clusters booted from image `image` (its full `NAME:TAG` name).
+pub fn clusters_using(dirs: &crate::paths::Dirs, image: &str) -> Result<Vec<String>> {
+    let mut used = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dirs.clusters()) else { return Ok(used) };
+    for e in entries.flatten() {
+        let dir = ClusterDir::new(dirs, &e.file_name().to_string_lossy());
+        let Ok(bytes) = std::fs::read(dir.launch()) else { continue };
+        let Ok(launch) = serde_json::from_slice::<crate::cluster::plan::Launch>(&bytes) else { continue };
+        if launch.spec.image == image && supervisor_alive(&dir)? {
+            used.push(dir.name().to_string());
+        }
+    }
+    Ok(used)
+}

@@ -75,6 +75,10 @@ pub struct Phase {
     /// Files copied into the guest before the script runs.
     #[serde(default)]
     pub files: Vec<FileCopy>,
+    /// Debian packages kvci downloads on the host (`apt-get download`, the configured mirror)
+    /// and copies to `/var/cache/kvci/debs/` in the guest for the script to unpack or install.
+    #[serde(default)]
+    pub debs: Vec<String>,
 }
 
 /// A file copied into the guest.
@@ -214,6 +218,7 @@ impl Loaded {
         feed(RECIPE_FILE, &std::fs::read(self.dir.join(RECIPE_FILE))?);
         let mut files: Vec<&Path> = Vec::new();
         for ph in &self.recipe.phases {
+            feed("debs", ph.debs.join(" ").as_bytes());
             files.push(&ph.script);
             files.extend(ph.files.iter().map(|f| f.src.as_path()));
         }

@@ -54,7 +54,7 @@ pub fn build(dirs: &Dirs, provider: &Loaded, opts: &BuildOptions) -> Result<Imag
     }
     let _lock = store.lock()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(run(dirs, &store, provider, &base, &id, &name, opts))
+    rt.block_on(run(&store, provider, &base, &id, &name, opts))
 }
 
 /// The base named `name`: from the store, or built from its provider folder if it has one.
@@ -73,7 +73,7 @@ fn base_image(dirs: &Dirs, name: &str, opts: &BuildOptions) -> Result<Image> {
     build(dirs, &loaded, &BuildOptions { tag: "latest".into(), compact: false, force: false, ..opts.clone() })
 }
 
-async fn run(dirs: &Dirs, store: &Store, provider: &Loaded, base: &Image, id: &str, name: &str, opts: &BuildOptions) -> Result<Image> {
+async fn run(store: &Store, provider: &Loaded, base: &Image, id: &str, name: &str, opts: &BuildOptions) -> Result<Image> {
     let started = Instant::now();
     let staging = store.staging()?;
     // A private cluster directory inside the staging area: gone with it on every path.
@@ -179,6 +179,17 @@ async fn run_phases(provider: &Loaded, ns: Arc<kvci_net::netns::NetNs>, ip: std:
         eprintln!("kvci: [{}/{n}] phase {}", i + 1, phase.name);
         for f in &phase.files {
             session.upload(&provider.dir.join(&f.src), &f.dst).await.with_context(|| format!("copying {} to {}", f.src.display(), f.dst))?;
+        }
+        if !phase.debs.is_empty() {
+            let debs = phase.debs.clone();
+            let dir = tempfile::tempdir()?;
+            let dir_path = dir.path().to_path_buf();
+            let files = tokio::task::spawn_blocking(move || crate::image::debs::download(&dir_path, &debs)).await??;
+            session.exec("mkdir -p /var/cache/kvci/debs", None).await?;
+            for f in files {
+                let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                session.upload(&f, &format!("/var/cache/kvci/debs/{name}")).await.with_context(|| format!("copying {name}"))?;
+            }
         }
         let script = format!("/tmp/kvci-phase-{}.sh", i + 1);
         session.upload(&provider.dir.join(&phase.script), &script).await.context("copying the phase script")?;

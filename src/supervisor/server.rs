@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use crate::cluster::forwards;
 use crate::cluster::layout::ClusterDir;
 use crate::cluster::boot;
+use crate::provision::hooks::{self, HookNode};
 use kvci_net::network::{ClusterNetwork, NetworkConfig};
 use crate::cluster::node::{Node, ShutdownKind};
 use crate::cluster::plan::{plan, Launch, NodePlan};
@@ -141,6 +142,20 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
             return Err(e);
         }
     };
+    if image.manifest.up.is_some() {
+        reporter.progress("running the image's up hooks");
+        let hook_nodes: Vec<HookNode> = network.topology().nodes.iter().map(|n| HookNode { name: n.hostname.clone(), ip: n.ip }).collect();
+        let key = dir.ssh_dir().join("id_ed25519");
+        let hooks = hooks::run(&image, dir.name(), &hook_nodes, network.ns(), &key, &random_token()).await;
+        if let Err(e) = hooks {
+            for n in nodes {
+                n.shutdown(Duration::ZERO).await;
+            }
+            network.shutdown().await;
+            return Err(e.context("up hooks failed"));
+        }
+        reporter.progress("up hooks done");
+    }
     let (stop_forwards, stop_rx) = tokio::sync::watch::channel(false);
     ports.start(network.ns(), network.topology(), dir, &stop_rx).context("starting port forwards")?;
     state.transition(Phase::Running)?;
@@ -153,6 +168,15 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
     let _ = stop_forwards.send(true);
     network.shutdown().await;
     result
+}
+
+/// A fresh secret for the cluster's up hooks (e.g. an etcd cluster token or kubeadm token seed).
+fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Overlays, then every node started and awaited in parallel. On any failure all nodes are
