@@ -16,6 +16,7 @@ command -v dpkg-deb >/dev/null || need+=(dpkg)
 # Tests check that `kvci vm ssh-config` works with plain OpenSSH; ip(8) to inspect links.
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v ip >/dev/null || need+=(iproute2)
+command -v shellcheck >/dev/null || need+=(shellcheck)
 
 # apt-get download (image builds) needs package lists; fresh machines may have none.
 lists_missing() { ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; }

@@ -3,6 +3,7 @@
 mod console;
 mod down;
 mod image;
+mod kubeconfig;
 mod logs;
 mod ls;
 mod output;
@@ -81,6 +82,8 @@ enum VmCommand {
     Logs(logs::LogsArgs),
     /// Show the forwarded host ports (ssh, k8s, registry, …)
     Ports(ports::PortsArgs),
+    /// Print node01's admin kubeconfig, pointing at the forwarded k8s port
+    Kubeconfig(kubeconfig::KubeconfigArgs),
     /// Print an OpenSSH config for the nodes (use with `ssh -F`)
     SshConfig(ssh_config::SshConfigArgs),
     /// Run a command on a node, or open a shell (kvci's own ssh client, the cluster's key)
@@ -112,6 +115,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Vm(VmCommand::Logs(a)) => logs::run(&dirs, a),
         Command::Vm(VmCommand::Ports(a)) => ports::run(&dirs, a),
         Command::Vm(VmCommand::SshConfig(a)) => ssh_config::run(&dirs, a),
+        Command::Vm(VmCommand::Kubeconfig(a)) => kubeconfig::run(&dirs, a),
         Command::Vm(VmCommand::Ssh(a)) => ssh::run_ssh(&dirs, a),
         Command::Vm(VmCommand::Scp(a)) => ssh::run_scp(&dirs, a),
         Command::Image(c) => image::run(&dirs, c),

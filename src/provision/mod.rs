@@ -3,4 +3,5 @@
 
 pub mod build;
 pub mod hooks;
+pub mod kubeconfig;
 pub mod output;

@@ -1,0 +1,33 @@
+//! Every shell script kvci ships (provider phases and up hooks, the tiny image's init scripts,
+//! the initramfs) passes `shellcheck` as POSIX sh — including the k8s provider, which cannot be
+//! built offline.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn scripts(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            scripts(&p, out);
+        } else if std::fs::read(&p).map(|b| b.starts_with(b"#!/bin/sh") || b.starts_with(b"#!/bin/busybox sh")).unwrap_or(false) {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn shipped_scripts_pass_shellcheck() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    scripts(&root.join("images"), &mut files);
+    scripts(&root.join("firmware"), &mut files);
+    assert!(files.len() >= 10, "found only {files:?}");
+    assert!(files.iter().any(|f| f.ends_with("k8s-1.34/up/init.sh")));
+    let out = Command::new("shellcheck")
+        .args(["--shell=sh", "--severity=warning"])
+        .args(&files)
+        .output()
+        .expect("shellcheck (Debian package `shellcheck`, installed by scripts/install-deps.sh)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
