@@ -39,6 +39,8 @@ pub struct Provider {
 pub enum Base {
     /// An image in the store or another provider (`tiny`, `debian-12`): phases chain.
     Image(String),
+    /// A Debian root filesystem made on the host with debootstrap (a root layer).
+    Debootstrap(DebootstrapBase),
     /// A local qcow2 file with its kernel and initrd.
     Qcow2 {
         /// The disk.
@@ -50,6 +52,31 @@ pub enum Base {
         /// Kernel command line.
         append: String,
     },
+}
+
+/// How to debootstrap a base.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebootstrapBase {
+    /// Debian suite (`bookworm`).
+    pub suite: String,
+    /// debootstrap variant.
+    #[serde(default = "minbase")]
+    pub variant: String,
+    /// Extra packages; must include a kernel (`linux-image-cloud-amd64`).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// A folder (relative to the provider's) copied over the root filesystem: kvci's guest files.
+    pub rootfs: Option<PathBuf>,
+    /// Size of the ext4 root disk, MiB.
+    pub disk_size_mib: u64,
+    /// systemd units to enable.
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+fn minbase() -> String {
+    "minbase".into()
 }
 
 /// `vm up` defaults.
@@ -216,6 +243,14 @@ impl Loaded {
         };
         feed("base", base_id.as_bytes());
         feed(RECIPE_FILE, &std::fs::read(self.dir.join(RECIPE_FILE))?);
+        if let Base::Debootstrap(DebootstrapBase { rootfs: Some(r), .. }) = &self.recipe.base {
+            let mut all = Vec::new();
+            walk(&self.dir.join(r), &mut all)?;
+            all.sort();
+            for f in all {
+                feed(&f.to_string_lossy(), &std::fs::read(&f)?);
+            }
+        }
         let mut files: Vec<&Path> = Vec::new();
         for ph in &self.recipe.phases {
             feed("debs", ph.debs.join(" ").as_bytes());
@@ -231,6 +266,18 @@ impl Loaded {
         }
         Ok(format!("{:x}", h.finalize()))
     }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

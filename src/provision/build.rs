@@ -38,8 +38,21 @@ pub struct BuildOptions {
 /// Builds `provider` (and, first, any provider it is based on that the store lacks).
 pub fn build(dirs: &Dirs, provider: &Loaded, opts: &BuildOptions) -> Result<Image> {
     let store = Store::open(&dirs.images())?;
+    if let Base::Debootstrap(spec) = &provider.recipe.base {
+        let id = provider.id("debootstrap").context("hashing the recipe")?;
+        let name = format!("{}:{}", provider.name, opts.tag);
+        if !opts.force {
+            if let Some(img) = store.get(&name)?.filter(|i| i.manifest.id == id) {
+                eprintln!("kvci: image {name} is up to date ({})", &id[..12]);
+                return Ok(img);
+            }
+        }
+        let _lock = store.lock()?;
+        return crate::image::debootstrap::build(&store, provider, spec, &id, &name);
+    }
     let base = match &provider.recipe.base {
         Base::Image(name) => base_image(dirs, name, opts)?,
+        Base::Debootstrap(_) => unreachable!("handled above"),
         Base::Qcow2 { .. } => bail!("{}: `base = {{ qcow2 = … }}` is not supported yet; use `base = {{ image = \"…\" }}`", provider.name),
     };
     let id = provider.id(&base.manifest.id).context("hashing the recipe")?;

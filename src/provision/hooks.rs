@@ -96,10 +96,10 @@ mod tests {
         let nodes: Vec<HookNode> =
             (1..=3).map(|i| HookNode { name: format!("node0{i}"), ip: Ipv4Addr::new(192, 168, 66, 100 + i) }).collect();
         let env = environment("c1", &nodes, &nodes[1], "tok");
-        assert!(env.contains("export KVCI_NODE=node02\n"), "{env}");
+        assert!(env.contains("export KVCI_NODE='node02'\n"), "{env}");
         assert!(env.contains("export KVCI_NODES='node01 node02 node03'\n"), "{env}");
         assert!(env.contains("export KVCI_NODE_IPS='192.168.66.101 192.168.66.102 192.168.66.103'\n"), "{env}");
-        assert!(env.contains("export KVCI_FIRST_NODE=node01\n"));
-        assert!(env.contains("export KVCI_TOKEN=tok\n"));
+        assert!(env.contains("export KVCI_FIRST_NODE='node01'\n"));
+        assert!(env.contains("export KVCI_TOKEN='tok'\n"));
     }
 }
