@@ -17,6 +17,7 @@ command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v ip >/dev/null || need+=(iproute2)
 command -v shellcheck >/dev/null || need+=(shellcheck)
+command -v debootstrap >/dev/null || need+=(debootstrap)
 
 # apt-get download (image builds) needs package lists; fresh machines may have none.
 lists_missing() { ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; }

@@ -49,7 +49,10 @@ fn etcd_cluster_of_three_is_healthy_and_replicates() {
     assert!(put.status.success(), "{}", stderr(&put));
     let get = ssh("node03", &["etcdctl", "--endpoints", "http://node03:2379", "get", "--print-value-only", "kvci-key"]);
     assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "written-on-node01");
-    drop(c);
+    // debian-12 nodes power off on the ACPI button (systemd-logind): a graceful down.
+    let down = c.down();
+    assert!(down.status.success());
+    assert_eq!(stderr(&down).matches(": graceful").count(), 3, "{}", stderr(&down));
 }
 
 #[test]

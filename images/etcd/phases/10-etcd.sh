@@ -1,10 +1,11 @@
 #!/bin/sh
-# Unpack etcd (packages were copied in by kvci; the tiny base has no apt).
+# Install etcd from the packages kvci copied in; the cluster is formed at `vm up`, so the
+# package's own single-member instance is stopped and its data dropped.
 set -eu
-for deb in /var/cache/kvci/debs/*.deb; do
-    dpkg-deb -x "$deb" /
-done
-rm -rf /var/cache/kvci/debs /usr/share/doc /usr/share/man
-mkdir -p /var/lib/etcd
+export DEBIAN_FRONTEND=noninteractive
+dpkg -i /var/cache/kvci/debs/*.deb
+rm -rf /var/cache/kvci/debs
+systemctl disable --now etcd
+rm -rf /var/lib/etcd/default
 etcd --version
 etcdctl version
