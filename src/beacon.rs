@@ -1,5 +1,5 @@
 //! The readiness beacon: one JSON line per event that the guest writes to the virtio-serial port
-//! `org.kvci.beacon` (see `images/tiny/rootfs/usr/libexec/kvci/beacon`). kvci learns that a
+//! `org.kvci.beacon` (see `firmware/beacon`). kvci learns that a
 //! node is ready from the node itself, not from sleeps or log scraping.
 //!
 //! Everything read here comes from the guest: lines are bounded and malformed ones are counted

@@ -12,6 +12,10 @@ pub mod tiny;
 
 use anyhow::{bail, Result};
 
+/// The guest's readiness beacon (`firmware/beacon`), installed by every image kvci builds at
+/// `/usr/libexec/kvci/beacon`.
+pub const BEACON: &[u8] = include_bytes!("../../firmware/beacon");
+
 use crate::paths::Dirs;
 use store::{Image, Store};
 

@@ -41,7 +41,7 @@ const ROOTFS: &[File] = &[
     rootfs_file!("etc/shells", 0o644),
     rootfs_file!("etc/nsswitch.conf", 0o644),
     rootfs_file!("etc/hosts", 0o644),
-    rootfs_file!("usr/libexec/kvci/beacon", 0o755),
+    File { path: "usr/libexec/kvci/beacon", data: crate::image::BEACON, mode: 0o755 },
     rootfs_file!("usr/share/udhcpc/default.script", 0o755),
 ];
 
