@@ -3,6 +3,7 @@
 
 pub mod debootstrap;
 pub mod debs;
+pub mod digest;
 pub mod initramfs;
 pub mod provider;
 pub mod recipe;

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 /// The recipe file's name inside a provider folder.
 pub const RECIPE_FILE: &str = "provider.toml";
@@ -234,13 +233,8 @@ pub fn list(dir: &Path) -> Vec<String> {
 impl Loaded {
     /// sha256 over the recipe and every file it names, plus the base layer's id: the layer id.
     pub fn id(&self, base_id: &str) -> std::io::Result<String> {
-        let mut h = Sha256::new();
-        let mut feed = |name: &str, data: &[u8]| {
-            h.update((name.len() as u64).to_le_bytes());
-            h.update(name.as_bytes());
-            h.update((data.len() as u64).to_le_bytes());
-            h.update(data);
-        };
+        let mut d = super::digest::LayerDigest::default();
+        let mut feed = |name: &str, data: &[u8]| d.feed(name, data);
         feed("base", base_id.as_bytes());
         feed(RECIPE_FILE, &std::fs::read(self.dir.join(RECIPE_FILE))?);
         if let Base::Debootstrap(DebootstrapBase { rootfs: Some(r), .. }) = &self.recipe.base {
@@ -264,7 +258,7 @@ impl Loaded {
         for f in files {
             feed(&f.to_string_lossy(), &std::fs::read(self.dir.join(f))?);
         }
-        Ok(format!("{:x}", h.finalize()))
+        Ok(d.finish())
     }
 }
 

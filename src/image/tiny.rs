@@ -8,13 +8,13 @@ use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 
 use super::initramfs::{self, Entry};
 use super::recipe::TinyRecipe;
 use super::rootfs::{self, File};
 use super::store::{Image, Manifest, Store};
 use super::debs;
+use super::digest::LayerDigest;
 
 /// The image's name.
 pub const NAME: &str = "tiny";
@@ -47,13 +47,8 @@ const ROOTFS: &[File] = &[
 
 /// The recipe's identity: sha256 over every input file, by name.
 pub fn recipe_id() -> String {
-    let mut h = Sha256::new();
-    let mut feed = |name: &str, data: &[u8]| {
-        h.update((name.len() as u64).to_le_bytes());
-        h.update(name.as_bytes());
-        h.update((data.len() as u64).to_le_bytes());
-        h.update(data);
-    };
+    let mut d = LayerDigest::default();
+    let mut feed = |name: &str, data: &[u8]| d.feed(name, data);
     feed("recipe.toml", RECIPE.as_bytes());
     feed("firmware/initramfs/init", INITRAMFS_INIT);
     feed("firmware/modules.list", MODULES.as_bytes());
@@ -61,7 +56,7 @@ pub fn recipe_id() -> String {
         feed(f.path, f.data);
         feed("mode", &f.mode.to_le_bytes());
     }
-    format!("{:x}", h.finalize())
+    d.finish()
 }
 
 /// The parsed recipe.
