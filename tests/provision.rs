@@ -119,3 +119,91 @@ fn recipe_errors_name_the_file_and_field() {
     let err = stderr(&build(images.path(), "it-nothing"));
     assert!(err.contains("no provider \"it-nothing\""), "{err}");
 }
+
+/// Serves each of `files` once per request, by path, on loopback; returns the base URL.
+fn serve_files(files: Vec<(String, Vec<u8>)>, requests: usize) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for _ in 0..requests {
+            let Ok((mut s, _)) = l.accept() else { return };
+            let mut buf = [0u8; 2048];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let path = req.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+            match files.iter().find(|(p, _)| *p == path) {
+                Some((_, body)) => {
+                    let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes());
+                    let _ = s.write_all(body);
+                }
+                None => {
+                    let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                }
+            }
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+#[test]
+fn local_and_downloaded_bases_are_imported_and_checked() {
+    // tiny's own files stand in for a published image.
+    let tiny = manifest("tiny");
+    let layer = data_dir().join("images/layers").join(tiny["id"].as_str().unwrap());
+    let (disk, kernel, initrd) = (layer.join("disk.qcow2"), layer.join("vmlinuz"), layer.join("initrd.img"));
+    let append = tiny["append"].as_str().unwrap().to_string();
+    let images = tempfile::tempdir().unwrap();
+
+    provider(
+        images.path(),
+        "it-local",
+        &format!("base = {{ qcow2 = {{ disk = {disk:?}, kernel = {kernel:?}, initrd = {initrd:?}, append = {append:?} }} }}\n"),
+        &[],
+    );
+    let out = build(images.path(), "it-local");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(manifest("it-local")["parent"].is_null());
+    let c = TestCluster::up("it-local", &["--image", "it-local"]);
+    assert_eq!(c.status()["nodes"][0]["state"], "running");
+    drop(c);
+
+    // A truncated qcow2 is refused with the file named.
+    let broken = images.path().join("broken.qcow2");
+    std::fs::write(&broken, &std::fs::read(&disk).unwrap()[..4096]).unwrap();
+    provider(
+        images.path(),
+        "it-corrupt",
+        &format!("base = {{ qcow2 = {{ disk = {broken:?}, kernel = {kernel:?}, initrd = {initrd:?}, append = \"\" }} }}\n"),
+        &[],
+    );
+    let err = stderr(&build(images.path(), "it-corrupt"));
+    assert!(err.contains("broken.qcow2") && err.contains("not a usable disk image"), "{err}");
+
+    // Downloads: checked against the recipe's sha256; a mismatch adds nothing to the store.
+    let bodies: Vec<(String, Vec<u8>)> =
+        [("disk", &disk), ("kernel", &kernel), ("initrd", &initrd)].iter().map(|(n, p)| (n.to_string(), std::fs::read(p).unwrap())).collect();
+    let shas: Vec<String> = bodies.iter().map(|(_, b)| sha256_hex(b)).collect();
+    let recipe = |base: &str, disk_sha: &str| {
+        format!(
+            "base = {{ url = {{ append = {append:?}, disk = {{ url = \"{base}/disk\", sha256 = \"{disk_sha}\" }}, kernel = {{ url = \"{base}/kernel\", sha256 = \"{}\" }}, initrd = {{ url = \"{base}/initrd\", sha256 = \"{}\" }} }} }}\n",
+            shas[1], shas[2]
+        )
+    };
+    let base = serve_files(bodies.clone(), 3);
+    provider(images.path(), "it-url", &recipe(&base, &shas[0]), &[]);
+    let out = build(images.path(), "it-url");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(manifest("it-url")["id"].is_string());
+
+    let base = serve_files(bodies, 1);
+    provider(images.path(), "it-badsha", &recipe(&base, &"ab".repeat(32)), &[]);
+    let err = stderr(&build(images.path(), "it-badsha"));
+    assert!(err.contains("sha256 mismatch"), "{err}");
+    assert!(!kvci().args(["image", "inspect", "it-badsha"]).output().unwrap().status.success());
+}

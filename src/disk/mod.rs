@@ -79,14 +79,6 @@ fn parse_info(json: &[u8]) -> Result<DiskInfo, serde_json::Error> {
     serde_json::from_slice(json)
 }
 
-/// Converts a raw disk into a compact qcow2.
-pub fn convert_raw_to_qcow2(raw: &Path, qcow2: &Path) -> Result<(), DiskError> {
-    QEMU_IMG
-        .run(["convert".as_ref(), "-f".as_ref(), "raw".as_ref(), "-O".as_ref(), "qcow2".as_ref(), raw.as_os_str(), qcow2.as_os_str()])
-        .map(drop)
-        .map_err(|source| DiskError::Tool { path: qcow2.to_path_buf(), source })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,4 +126,35 @@ pub fn flatten(top: &Path, out: &Path) -> Result<(), DiskError> {
         .run(["convert".as_ref(), "-c".as_ref(), "-O".as_ref(), "qcow2".as_ref(), top.as_os_str(), out.as_os_str()])
         .map(drop)
         .map_err(|source| DiskError::Tool { path: out.to_path_buf(), source })
+}
+
+/// Copies any disk qemu-img reads (and its backing chain) into one standalone qcow2,
+/// uncompressed (fast; the store's files are sparse anyway).
+pub fn standalone(src: &Path, out: &Path) -> Result<(), DiskError> {
+    QEMU_IMG
+        .run(["convert".as_ref(), "-O".as_ref(), "qcow2".as_ref(), src.as_os_str(), out.as_os_str()])
+        .map(drop)
+        .map_err(|source| DiskError::Tool { path: out.to_path_buf(), source })
+}
+
+/// A disk that `qemu-img check` finds damaged.
+#[derive(Debug, thiserror::Error)]
+#[error("{path} is corrupt (qemu-img check: {detail})")]
+pub struct Corrupt {
+    path: PathBuf,
+    detail: String,
+}
+
+/// Checks a disk's metadata: corruption or an unfinished check is an error; leaked clusters
+/// (harmless) and formats without checks (raw) pass.
+pub fn check(path: &Path) -> Result<(), anyhow::Error> {
+    let out = std::process::Command::new(QEMU_IMG.locate()?).args(["check", "-U"]).arg(path).output()?;
+    match out.status.code() {
+        Some(0) | Some(3) | Some(63) => Ok(()),
+        _ => {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+            let detail = text.lines().find(|l| l.contains("ERROR") || l.contains("errors")).unwrap_or("failed").trim().to_string();
+            Err(Corrupt { path: path.to_path_buf(), detail }.into())
+        }
+    }
 }

@@ -3,13 +3,13 @@
 //! as an ext4 disk converted to qcow2.
 
 use std::process::{Command, Stdio};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
 use super::provider::{DebootstrapBase, Loaded};
 use super::rootfs::make_ext4;
-use super::store::{Image, Manifest, Store};
+use super::store::{Image, Store};
 
 /// Kernel arguments of debootstrapped images (eth0 naming keeps `/etc/network/interfaces` simple).
 const APPEND: &str = "console=ttyS0 root=/dev/vda rw net.ifnames=0 panic=-1 intel_iommu=on";
@@ -54,10 +54,9 @@ pub fn build(store: &Store, provider: &Loaded, spec: &DebootstrapBase, id: &str,
         bail!("{}: a debootstrap base takes no phases; put them in a provider based on this one", provider.name);
     }
     let started = Instant::now();
-    let staging = store.staging()?;
-    let work = tempfile::Builder::new().prefix("work-").tempdir_in(staging.path().parent().unwrap_or(staging.path()))?;
+    let work = store.staging()?;
     let root = work.path().join("root");
-    let step = |n: u32, what: &str| eprintln!("kvci: building image {name} [{n}/4] {what} ({:.0}s)", started.elapsed().as_secs_f64());
+    let step = |n: u32, what: &str| eprintln!("kvci: building image {name} [{n}/3] {what} ({:.0}s)", started.elapsed().as_secs_f64());
 
     step(1, "debootstrap (a minute or two)");
     let mirror = mirror();
@@ -88,7 +87,6 @@ pub fn build(store: &Store, provider: &Loaded, spec: &DebootstrapBase, id: &str,
     let _ = std::fs::remove_dir_all(root.join("var/cache/apt/archives"));
     std::fs::create_dir_all(root.join("var/cache/apt/archives/partial"))?;
 
-    step(3, "copying the kernel and initrd");
     let boot = root.join("boot");
     let find = |prefix: &str| -> Result<std::path::PathBuf> {
         std::fs::read_dir(&boot)?
@@ -96,37 +94,11 @@ pub fn build(store: &Store, provider: &Loaded, spec: &DebootstrapBase, id: &str,
             .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
             .with_context(|| format!("the debootstrapped system has no /boot/{prefix}*: include a kernel package"))
     };
-    std::fs::copy(find("vmlinuz-")?, staging.path().join("vmlinuz"))?;
-    std::fs::copy(find("initrd.img-")?, staging.path().join("initrd.img"))?;
-
-    step(4, "making the root disk");
+    step(3, "making the root disk");
     let raw = work.path().join("root.ext4");
     make_ext4(&root, &raw, spec.disk_size_mib)?;
-    crate::disk::convert_raw_to_qcow2(&raw, &staging.path().join("disk.qcow2"))?;
-    drop(work);
-
-    let manifest = Manifest {
-        name: name.into(),
-        id: id.into(),
-        kernel: "vmlinuz".into(),
-        initrd: "initrd.img".into(),
-        disk: "disk.qcow2".into(),
-        append: format!("{APPEND} {}", provider.recipe.kernel_args).trim().to_string(),
-        memory_mib: provider.recipe.defaults.memory_mib.unwrap_or(1024),
-        cpus: provider.recipe.defaults.cpus.unwrap_or(1),
-        created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        size: 0,
-        parent: None,
-        boot_layer: None,
-        up: None,
-        nodes: provider.recipe.defaults.nodes,
-    };
-    let staged = staging.keep();
-    let image = store.commit(&staged, manifest);
-    if image.is_err() {
-        let _ = std::fs::remove_dir_all(&staged);
-    }
-    let image = image?;
+    let (kernel, initrd) = (find("vmlinuz-")?, find("initrd.img-")?);
+    let image = super::import::commit_root_layer(store, provider, [&raw, &kernel, &initrd], APPEND, id, name)?;
     eprintln!("kvci: image {name} built in {:.0}s ({} MiB)", started.elapsed().as_secs_f64(), image.manifest.size >> 20);
     Ok(image)
 }

@@ -4,6 +4,7 @@
 pub mod debootstrap;
 pub mod debs;
 pub mod digest;
+pub mod import;
 pub mod initramfs;
 pub mod provider;
 pub mod recipe;

@@ -40,7 +40,8 @@ pub enum Base {
     Image(String),
     /// A Debian root filesystem made on the host with debootstrap (a root layer).
     Debootstrap(DebootstrapBase),
-    /// A local qcow2 file with its kernel and initrd.
+    /// A local qcow2 disk with its kernel and initrd (paths relative to the provider folder
+    /// or absolute).
     Qcow2 {
         /// The disk.
         disk: PathBuf,
@@ -51,6 +52,27 @@ pub enum Base {
         /// Kernel command line.
         append: String,
     },
+    /// A qcow2 disk, kernel and initrd downloaded over HTTP(S), each checked against its sha256.
+    Url {
+        /// The disk.
+        disk: Download,
+        /// Its kernel.
+        kernel: Download,
+        /// Its initramfs.
+        initrd: Download,
+        /// Kernel command line.
+        append: String,
+    },
+}
+
+/// A file to download and the sha256 it must have.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Download {
+    /// Where from.
+    pub url: String,
+    /// Its sha256, hex.
+    pub sha256: String,
 }
 
 /// How to debootstrap a base.

@@ -117,7 +117,7 @@ pub fn build(store: &Store, _cache: &Path, id: &str) -> Result<Image> {
     rootfs::complete(&root, ROOTFS)?;
     let raw = work.path().join("root.ext4");
     rootfs::make_ext4(&root, &raw, recipe.disk_size_mib)?;
-    crate::disk::convert_raw_to_qcow2(&raw, &staging.path().join("disk.qcow2"))?;
+    crate::disk::standalone(&raw, &staging.path().join("disk.qcow2"))?;
 
     step(5, "committing to the image store");
     let manifest = Manifest {

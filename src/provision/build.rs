@@ -52,10 +52,12 @@ pub fn build(dirs: &Dirs, provider: &Loaded, opts: &BuildOptions) -> Result<Imag
         let _lock = store.lock()?;
         return crate::image::debootstrap::build(&store, provider, spec, &id, &name);
     }
+    if let Base::Qcow2 { .. } | Base::Url { .. } = &provider.recipe.base {
+        return import_base(&store, provider, opts);
+    }
     let base = match &provider.recipe.base {
         Base::Image(name) => base_image(dirs, name, opts)?,
-        Base::Debootstrap(_) => unreachable!("handled above"),
-        Base::Qcow2 { .. } => bail!("{}: `base = {{ qcow2 = … }}` is not supported yet; use `base = {{ image = \"…\" }}`", provider.name),
+        Base::Debootstrap(_) | Base::Qcow2 { .. } | Base::Url { .. } => unreachable!("handled above"),
     };
     let id = provider.id(&base.manifest.id).context("hashing the recipe")?;
     let name = format!("{}:{}", provider.name, opts.tag);
@@ -70,6 +72,42 @@ pub fn build(dirs: &Dirs, provider: &Loaded, opts: &BuildOptions) -> Result<Imag
     let _lock = store.lock()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(run(&store, provider, &base, &id, &name, opts))
+}
+
+/// A root layer from a local qcow2 or from downloads (phases are not run on it).
+fn import_base(store: &Store, provider: &Loaded, opts: &BuildOptions) -> Result<Image> {
+    use crate::image::import::{commit_root_layer, download, sha256_file};
+    if !provider.recipe.phases.is_empty() {
+        bail!("{}: an imported base takes no phases; put them in a provider based on this one", provider.name);
+    }
+    let name = format!("{}:{}", provider.name, opts.tag);
+    let work = store.staging()?;
+    let (files, digests, append) = match &provider.recipe.base {
+        Base::Qcow2 { disk, kernel, initrd, append } => {
+            let files = [disk, kernel, initrd].map(|p| provider.dir.join(p));
+            let digests = files.iter().map(|f| sha256_file(f)).collect::<Result<Vec<_>>>()?;
+            (files, digests, append.clone())
+        }
+        Base::Url { disk, kernel, initrd, append } => {
+            let files = ["disk", "kernel", "initrd"].map(|n| work.path().join(n));
+            for (d, f) in [disk, kernel, initrd].iter().zip(&files) {
+                download(d, f)?;
+            }
+            (files, [disk, kernel, initrd].iter().map(|d| d.sha256.to_lowercase()).collect(), append.clone())
+        }
+        _ => unreachable!("only imports come here"),
+    };
+    let id = provider.id(&format!("import:{}", digests.join(":"))).context("hashing the recipe")?;
+    if !opts.force {
+        if let Some(img) = store.get(&name)?.filter(|i| i.manifest.id == id) {
+            eprintln!("kvci: image {name} is up to date ({})", &id[..12]);
+            return Ok(img);
+        }
+    }
+    let _lock = store.lock()?;
+    let image = commit_root_layer(store, provider, [&files[0], &files[1], &files[2]], &append, &id, &name)?;
+    eprintln!("kvci: image {name} imported ({} MiB)", image.manifest.size >> 20);
+    Ok(image)
 }
 
 /// The base named `name`: from the store, or built from its provider folder if it has one.
