@@ -102,6 +102,16 @@ fn images_sharing_a_base_share_its_layer() {
         let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
         assert_eq!(info["backing-filename"], base_disk.to_str().unwrap());
     }
+    // --compact flattens the chain into a standalone layer.
+    let out = kvci().env("KVCI_IMAGES_DIR", images.path()).args(["image", "build", "it-share-a", "--accel", "tcg", "--compact", "--tag", "flat"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let flat = manifest("it-share-a:flat");
+    assert!(flat["parent"].is_null(), "{flat}");
+    let disk = layers.join(flat["id"].as_str().unwrap()).join("disk.qcow2");
+    let info = std::process::Command::new("qemu-img").args(["info", "-U", "--output=json"]).arg(&disk).output().unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert!(info["backing-filename"].is_null(), "{info}");
+
     // A second build of the same recipe is a no-op.
     let out = build(images.path(), "it-share-a");
     assert!(stderr(&out).contains("up to date"), "{}", stderr(&out));

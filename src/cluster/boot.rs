@@ -27,7 +27,14 @@ pub async fn boot_node(qemu: &Path, plan: NodePlan, tap: Option<OwnedFd>, ns: Ar
     match ready.await {
         Ok(took) => Ok((node, took)),
         Err(e) => {
+            let serial = node.plan.dir.serial_log();
             node.shutdown(Duration::ZERO).await;
+            // Readiness failures after boot (no lease, no sshd) come with the console's tail too;
+            // boot failures already carry it.
+            if e.downcast_ref::<readiness::NotReady>().is_some() {
+                let tail = std::fs::read(&serial).map(|b| crate::tools::tail(&b, 20)).unwrap_or_default();
+                return Err(e.context(format!("--- serial console (last 20 lines) ---\n{tail}")));
+            }
             Err(e)
         }
     }

@@ -59,7 +59,13 @@ pub fn build(dirs: &Dirs, provider: &Loaded, opts: &BuildOptions) -> Result<Imag
         Base::Image(name) => base_image(dirs, name, opts)?,
         Base::Debootstrap(_) | Base::Qcow2 { .. } | Base::Url { .. } => unreachable!("handled above"),
     };
-    let id = provider.id(&base.manifest.id).context("hashing the recipe")?;
+    let mut id = provider.id(&base.manifest.id).context("hashing the recipe")?;
+    if opts.compact {
+        // A flattened layer holds different bytes than the overlay of the same recipe.
+        let mut d = crate::image::digest::LayerDigest::default();
+        d.feed("compact", id.as_bytes());
+        id = d.finish();
+    }
     let name = format!("{}:{}", provider.name, opts.tag);
     if !opts.force {
         if let Some(img) = store.get(&name)? {
