@@ -2,6 +2,7 @@
 
 mod console;
 mod down;
+mod freeze;
 mod image;
 mod kubeconfig;
 mod logs;
@@ -78,6 +79,8 @@ enum VmCommand {
     Ls(ls::LsArgs),
     /// Attach to a node's serial console (detach with Ctrl-])
     Console(console::ConsoleArgs),
+    /// Freeze a running cluster (RAM and disks) into an image that `vm up` resumes
+    Freeze(freeze::FreezeArgs),
     /// Print a node's serial console log
     Logs(logs::LogsArgs),
     /// Show the forwarded host ports (ssh, k8s, registry, …)
@@ -113,6 +116,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Vm(VmCommand::Ls(a)) => ls::run(&dirs, a),
         Command::Vm(VmCommand::Console(a)) => console::run(&dirs, a),
         Command::Vm(VmCommand::Logs(a)) => logs::run(&dirs, a),
+        Command::Vm(VmCommand::Freeze(a)) => freeze::run(&dirs, a),
         Command::Vm(VmCommand::Ports(a)) => ports::run(&dirs, a),
         Command::Vm(VmCommand::SshConfig(a)) => ssh_config::run(&dirs, a),
         Command::Vm(VmCommand::Kubeconfig(a)) => kubeconfig::run(&dirs, a),

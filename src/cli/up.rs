@@ -79,6 +79,24 @@ pub struct UpArgs {
     pub output: Output,
 }
 
+/// Refuses options a frozen image cannot honour.
+fn check_frozen(a: &UpArgs, f: &crate::image::store::FrozenManifest, memory: Option<u64>, decision: &accel::Decision) -> Result<()> {
+    let n = f.nodes.len() as u32;
+    if a.nodes.is_some_and(|x| x != n) {
+        bail!("image {} is a frozen cluster of {n} node(s): --nodes must be {n} or left out", a.image);
+    }
+    if memory.is_some_and(|m| m != f.memory_mib) || a.cpus.is_some_and(|c| c != f.cpus) {
+        bail!("image {} was frozen with {} MiB and {} vCPU(s) per node: leave --memory/--cpus out", a.image, f.memory_mib, f.cpus);
+    }
+    if a.subnet != kvci_net::topology::DEFAULT_SUBNET && a.subnet != f.subnet {
+        bail!("image {} was frozen on subnet {}: its nodes keep their addresses, so --subnet cannot change", a.image, f.subnet);
+    }
+    if decision.accel != f.accel {
+        bail!("image {} was frozen under {} and cannot resume under {} ({})", a.image, f.accel, decision.accel, decision.reason);
+    }
+    Ok(())
+}
+
 /// Runs `vm up`.
 pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
     // Cheap checks first: nothing is built or created for a request that cannot work.
@@ -119,6 +137,14 @@ pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
             }
         },
         dns_upstreams: a.dns_upstream.clone(),
+    };
+    if let Some(frozen) = &image.manifest.frozen {
+        check_frozen(&a, frozen, memory_mib, &decision)?;
+    }
+    let spec = match &image.manifest.frozen {
+        // A frozen cluster resumes with exactly the machine and network it was saved with.
+        Some(f) => ClusterSpec { subnet: f.subnet.clone(), memory_mib: f.memory_mib, cpus: f.cpus, nodes: f.nodes.len() as u32, ..spec },
+        None => spec,
     };
     spec.validate(HostLimits::probe())?;
     eprintln!("kvci: accelerator {}: {}", decision.accel, decision.reason);

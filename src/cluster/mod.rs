@@ -7,5 +7,6 @@ pub mod layout;
 pub mod node;
 pub mod plan;
 pub mod readiness;
+pub mod resume;
 pub mod state;
 pub mod teardown;

@@ -63,6 +63,14 @@ pub enum NodeError {
         /// Tail of the serial console.
         serial: String,
     },
+    /// Saving or loading the RAM state failed.
+    #[error("{node}: saving or loading its state failed: {why}")]
+    State {
+        /// Node name.
+        node: String,
+        /// Why.
+        why: String,
+    },
     /// QMP failed.
     #[error("{node}: QMP")]
     Qmp {
@@ -212,6 +220,64 @@ impl Node {
     /// Whether QEMU is still alive.
     pub fn alive(&mut self) -> bool {
         self.process.try_status().is_none()
+    }
+
+    /// Pauses the vCPUs (the first half of a consistent cut of the cluster).
+    pub async fn pause(&self) -> Result<(), QmpError> {
+        self.qmp.execute(&qapi::qmp::stop {}).await.map(drop)
+    }
+
+    /// Runs the vCPUs again.
+    pub async fn resume(&self) -> Result<(), QmpError> {
+        self.qmp.execute(&qapi::qmp::cont {}).await.map(drop)
+    }
+
+    /// Saves RAM and device state to `path` (the VM should be paused first). QEMU flushes and
+    /// releases the disk when the save completes; `resume` takes it back.
+    pub async fn save_state(&self, path: &Path, timeout: Duration) -> Result<(), NodeError> {
+        let uri = format!("file:{}", path.display());
+        let cmd = qapi::qmp::migrate { uri: Some(uri), channels: None, detach: None, resume: None };
+        self.migration(self.qmp.execute(&cmd), timeout).await
+    }
+
+    /// Loads a saved state into a QEMU started with `-incoming defer`; the VM stays paused.
+    pub async fn load_state(&self, path: &Path, timeout: Duration) -> Result<(), NodeError> {
+        let uri = format!("file:{}", path.display());
+        let cmd = qapi::qmp::migrate_incoming { uri: Some(uri), channels: None, exit_on_error: Some(false) };
+        self.migration(self.qmp.execute(&cmd), timeout).await
+    }
+
+    /// Runs a migration command and waits for QEMU's MIGRATION event to say it is done.
+    async fn migration<F>(&self, start: F, timeout: Duration) -> Result<(), NodeError>
+    where
+        F: std::future::Future<Output = Result<qapi::Empty, QmpError>>,
+    {
+        let node = self.plan.name.clone();
+        let qmp_err = |source| NodeError::Qmp { node: node.clone(), source };
+        let events_cap = qapi::qmp::MigrationCapabilityStatus { capability: qapi::qmp::MigrationCapability::events, state: true };
+        self.qmp.execute(&qapi::qmp::migrate_set_capabilities { capabilities: vec![events_cap] }).await.map_err(qmp_err)?;
+        let mut events = self.qmp.events();
+        start.await.map_err(qmp_err)?;
+        let wait = async {
+            while let Ok(ev) = events.recv().await {
+                if ev.event != "MIGRATION" {
+                    continue;
+                }
+                match ev.data["status"].as_str() {
+                    Some("completed") => return Ok(()),
+                    Some("failed") | Some("cancelled") => {
+                        return Err(format!("migration {}; see {}", ev.data["status"], self.plan.dir.qemu_log().display()));
+                    }
+                    _ => {}
+                }
+            }
+            Err("QEMU went away during the migration".to_string())
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(NodeError::State { node, why: format!("{why}\n{}", self.process.stderr_tail(10)) }),
+            Err(_) => Err(NodeError::State { node, why: format!("not done after {}s", timeout.as_secs()) }),
+        }
     }
 
     /// Graceful power-down: ACPI power button over QMP, up to `timeout` for the guest to turn

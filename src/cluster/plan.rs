@@ -35,6 +35,17 @@ pub struct NodePlan {
     pub machine: NodeMachine,
     /// The address DHCP will give it.
     pub ip: std::net::Ipv4Addr,
+    /// The saved RAM and device state to resume from (frozen images).
+    pub state: Option<std::path::PathBuf>,
+}
+
+/// A stable UUID for a node of a cluster (the same on every `up` of that name).
+pub fn node_uuid(cluster: &str, node: &str) -> String {
+    let mut d = crate::image::digest::LayerDigest::default();
+    d.feed("uuid", format!("{cluster}/{node}").as_bytes());
+    let h = d.finish();
+    // Shaped as a version-4 style UUID (the hex is the hash, not random).
+    format!("{}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
 }
 
 /// The whole cluster's plan.
@@ -75,8 +86,18 @@ pub fn plan(launch: &Launch, image: &Image, dir: &ClusterDir) -> Result<Plan, Su
                 authorized_keys: Some(dir.ssh_dir().join("id_ed25519.pub")),
                 nic: Some(Nic { tap_fd: None, mac: mac_string(&net.mac) }),
                 vnc: Some(nd.vnc_socket()),
+                uuid: Some(node_uuid(&spec.name, &name)),
+                incoming: false,
             };
-            NodePlan { index, name, dir: nd, base_disk: image.disk(), machine, ip: net.ip }
+            let mut node = NodePlan { index, name, dir: nd, base_disk: image.disk(), machine, ip: net.ip, state: None };
+            // A frozen image: each node resumes from its own saved disk and RAM.
+            if let Some(frozen) = image.manifest.frozen.as_ref().and_then(|f| f.nodes.get(index as usize - 1)) {
+                node.base_disk = image.dir.join(&frozen.disk);
+                node.state = Some(image.dir.join(&frozen.state));
+                node.machine.uuid = Some(frozen.uuid.clone());
+                node.machine.incoming = true;
+            }
+            node
         })
         .collect();
     Ok(Plan { name: spec.name.clone(), nodes, topology })
@@ -122,6 +143,7 @@ mod tests {
                 boot_layer: None,
                 up: None,
                 nodes: None,
+                frozen: None,
             },
             dir: "/s/layers/id".into(),
         };
@@ -138,5 +160,8 @@ mod tests {
         assert_eq!(n2.ip, std::net::Ipv4Addr::new(10, 9, 0, 102));
         assert_eq!(n2.machine.nic.as_ref().unwrap().mac, "52:55:00:d1:55:02");
         assert_eq!(p.topology.bridge_ip, std::net::Ipv4Addr::new(10, 9, 0, 2));
+        assert_eq!(n2.machine.uuid.as_deref(), Some(node_uuid("c1", "node02").as_str()));
+        assert_ne!(node_uuid("c1", "node01"), node_uuid("c1", "node02"));
+        assert!(!n2.machine.incoming && n2.state.is_none());
     }
 }

@@ -85,6 +85,7 @@ pub fn commit_root_layer(store: &Store, provider: &Loaded, files: [&Path; 3], ap
         boot_layer: None,
         up: None,
         nodes: provider.recipe.defaults.nodes,
+        frozen: None,
     };
     let staged = staging.keep();
     let image = store.commit(&staged, manifest);

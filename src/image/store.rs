@@ -53,6 +53,41 @@ pub struct Manifest {
     /// Default node count.
     #[serde(default)]
     pub nodes: Option<u32>,
+    /// A frozen cluster: per-node disks and saved RAM, resumed instead of booted.
+    #[serde(default)]
+    pub frozen: Option<FrozenManifest>,
+}
+
+/// What a frozen cluster image holds beside its base.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrozenManifest {
+    /// Nodes in order.
+    pub nodes: Vec<FrozenNode>,
+    /// The cluster network's subnet at freeze time (addresses are kept).
+    pub subnet: String,
+    /// Accelerator the state was saved under.
+    pub accel: crate::accel::Accel,
+    /// QEMU version that saved the state (`major.minor.micro`).
+    pub qemu_version: String,
+    /// Per-node memory, MiB (must match on resume).
+    pub memory_mib: u64,
+    /// Per-node vCPUs (must match on resume).
+    pub cpus: u32,
+}
+
+/// One frozen node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrozenNode {
+    /// `nodeNN`.
+    pub name: String,
+    /// Its SMBIOS UUID.
+    pub uuid: String,
+    /// Its disk overlay in the layer.
+    pub disk: String,
+    /// Its saved RAM and device state in the layer.
+    pub state: String,
 }
 
 /// Up hooks as stored with an image.
@@ -175,7 +210,9 @@ impl Store {
             std::fs::write(staged.join("manifest.json"), serde_json::to_vec_pretty(&manifest)?)?;
             for e in std::fs::read_dir(staged)? {
                 let p = e?.path();
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o444))?;
+                // Private keys of frozen clusters stay readable by their owner only.
+                let mode = if p.extension().is_some_and(|x| x == "key") { 0o400 } else { 0o444 };
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
             }
             std::fs::rename(staged, &dir).with_context(|| format!("moving {} into the store", staged.display()))?;
         }
@@ -271,6 +308,7 @@ mod tests {
             boot_layer: None,
             up: None,
             nodes: None,
+            frozen: None,
         }
     }
 

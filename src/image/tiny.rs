@@ -135,6 +135,7 @@ pub fn build(store: &Store, _cache: &Path, id: &str) -> Result<Image> {
         boot_layer: None,
         up: None,
         nodes: None,
+        frozen: None,
     };
     let staged = staging.keep();
     let image = store.commit(&staged, manifest);

@@ -221,6 +221,7 @@ async fn run(store: &Store, provider: &Loaded, base: &Image, id: &str, name: &st
         boot_layer: Some(base.manifest.boot_layer.clone().unwrap_or_else(|| base.manifest.id.clone())),
         up,
         nodes: provider.recipe.defaults.nodes,
+        frozen: None,
     };
     let image = store.commit(&layer, manifest)?;
     eprintln!("kvci: image {name} built in {:.1}s ({} MiB new layer)", started.elapsed().as_secs_f64(), image.manifest.size >> 20);

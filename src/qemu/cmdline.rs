@@ -62,6 +62,10 @@ pub struct NodeMachine {
     pub nic: Option<Nic>,
     /// A unix socket for the node's VNC display.
     pub vnc: Option<PathBuf>,
+    /// SMBIOS UUID, stable across freeze and resume.
+    pub uuid: Option<String>,
+    /// Wait for a saved state (`-incoming defer`, then QMP `migrate-incoming`) instead of booting.
+    pub incoming: bool,
 }
 
 /// A virtio-net NIC backed by a tap that kvci opened.
@@ -198,6 +202,16 @@ pub fn vnc_args(path: &Path) -> Vec<String> {
     vec!["-vnc".into(), format!("unix:{}", path_value(path))]
 }
 
+/// A fixed machine identity, so a frozen node resumes as the same machine.
+pub fn uuid_args(uuid: &str) -> Vec<String> {
+    vec!["-uuid".into(), uuid.to_string()]
+}
+
+/// Resume from a saved state given later over QMP.
+pub fn incoming_args() -> Vec<String> {
+    owned(&["-incoming", "defer"])
+}
+
 /// The whole command line of a node (without the program name).
 pub fn node_args(m: &NodeMachine) -> Vec<String> {
     let mut v = base_args(&m.name);
@@ -219,6 +233,12 @@ pub fn node_args(m: &NodeMachine) -> Vec<String> {
     }
     if let Some(vnc) = &m.vnc {
         v.extend(vnc_args(vnc));
+    }
+    if let Some(uuid) = &m.uuid {
+        v.extend(uuid_args(uuid));
+    }
+    if m.incoming {
+        v.extend(incoming_args());
     }
     v
 }
@@ -304,6 +324,8 @@ mod tests {
             authorized_keys: Some("/c/authorized_keys".into()),
             nic: Some(Nic { tap_fd: Some(6), mac: "52:55:00:d1:55:01".into() }),
             vnc: None,
+            uuid: Some("0b2e8a3c-0000-4000-8000-000000000001".into()),
+            incoming: true,
         };
         let args = node_args(&m);
         assert!(!args.iter().any(|a| a == "-monitor" || a.contains("mode=readline")));
@@ -312,5 +334,6 @@ mod tests {
         assert_eq!(args[size + 1], "512M");
         assert!(args.contains(&"name=opt/org.kvci/authorized_keys,file=/c/authorized_keys".to_string()));
         assert_eq!(args[..2], ["-nodefaults", "-no-user-config"]);
+        assert!(args.ends_with(&["-uuid".into(), "0b2e8a3c-0000-4000-8000-000000000001".into(), "-incoming".into(), "defer".into()]));
     }
 }

@@ -3,6 +3,8 @@
 //! detached by `vm up` ([`spawn`]).
 
 pub mod client;
+pub mod freeze;
+mod node_task;
 pub mod protocol;
 pub mod server;
 pub mod spawn;

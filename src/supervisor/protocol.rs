@@ -15,6 +15,13 @@ pub enum Request {
         /// Seconds each guest gets to power off before QEMU is stopped.
         timeout_secs: u64,
     },
+    /// Freeze the running cluster into a frozen cluster image.
+    Freeze {
+        /// Image name (`NAME` or `NAME:TAG`).
+        to: String,
+        /// Resume the cluster afterwards instead of taking it down.
+        keep_running: bool,
+    },
 }
 
 /// The supervisor's answer.
@@ -27,6 +34,13 @@ pub enum Response {
     Down {
         /// `(node, how)` pairs.
         nodes: Vec<(String, String)>,
+    },
+    /// Answer to [`Request::Freeze`].
+    Frozen {
+        /// The image's full name.
+        image: String,
+        /// Seconds from pausing the first node to the last state saved.
+        seconds: f64,
     },
     /// The request failed.
     Error {

@@ -11,21 +11,25 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::cluster::forwards;
 use crate::cluster::layout::ClusterDir;
 use crate::cluster::boot;
+use crate::cluster::resume;
+use crate::image::store::FrozenManifest;
+use crate::supervisor::freeze::{self, FreezeContext};
 use crate::provision::hooks::{self, HookNode};
 use kvci_net::network::{ClusterNetwork, NetworkConfig};
-use crate::cluster::node::{Node, ShutdownKind};
+use crate::cluster::node::Node;
 use crate::cluster::plan::{plan, Launch, NodePlan};
 use crate::cluster::state::{ClusterState, NodeRecord, NodeState, Phase};
 use crate::cluster::teardown;
 use crate::image::store::Store;
 use crate::paths::Dirs;
-use crate::supervisor::protocol::{ClusterStatus, LaunchEvent, NodeStatus, Request, Response};
+use crate::supervisor::node_task::{join_all, NodeHandle};
+use crate::supervisor::protocol::{ClusterStatus, LaunchEvent, Request, Response};
 use crate::tools::QEMU;
 
 /// Default time a guest gets to power off on `down` before QEMU is stopped.
@@ -101,6 +105,15 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
         .ok_or_else(|| anyhow!("image {:?} disappeared from the store", launch.spec.image))?;
     let qemu = QEMU.locate()?;
     let plan = plan(&launch, &image, dir)?;
+    if image.manifest.frozen.is_some() {
+        // The guests' authorized_keys hold the frozen cluster's key: keep using it.
+        std::fs::create_dir_all(dir.ssh_dir())?;
+        for (from, to, mode) in [(freeze::KEY_FILE, "id_ed25519", 0o600), (freeze::PUB_FILE, "id_ed25519.pub", 0o644)] {
+            let dest = dir.ssh_dir().join(to);
+            std::fs::copy(image.dir.join(from), &dest).context("copying the frozen cluster's key")?;
+            std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        }
+    }
     crate::ssh::keys::ensure_keypair(&dir.ssh_dir()).context("creating the cluster's ssh key")?;
     // Host ports first: a taken port fails `up` before anything boots.
     let ports = forwards::bind(launch.spec.nodes, &launch.spec.ports)?;
@@ -133,7 +146,8 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
         .await
         .context("creating the cluster network")?;
     let mut network = network;
-    let nodes = match bring_up(&qemu, plan.nodes, timeout, reporter, &mut state, dir, &mut network).await {
+    let uuids: Vec<String> = plan.nodes.iter().map(|n| n.machine.uuid.clone().unwrap_or_default()).collect();
+    let nodes = match bring_up(&qemu, plan.nodes, timeout, reporter, &mut state, dir, &mut network, image.manifest.frozen.as_ref()).await {
         Ok(nodes) => nodes,
         Err(e) => {
             let _ = state.transition(Phase::Failed);
@@ -156,6 +170,7 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
         }
         reporter.progress("up hooks done");
     }
+    let qemu_version = nodes.first().map(|n| resume::qemu_version(n.qmp().greeting())).unwrap_or_default();
     let (stop_forwards, stop_rx) = tokio::sync::watch::channel(false);
     ports.start(network.ns(), network.topology(), dir, &stop_rx).context("starting port forwards")?;
     state.transition(Phase::Running)?;
@@ -164,7 +179,9 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
     let handles: Vec<NodeHandle> = nodes.into_iter().map(|n| NodeHandle::spawn(n, state_tx.clone())).collect();
     reporter.send(&LaunchEvent::Ready(status(&state, &handles).await));
     reporter.detach();
-    let result = serve(dir, control, state, handles, state_rx).await;
+    let store = Store::open(&dirs.images())?;
+    let freezer = FreezeContext { store: &store, image: &image, launch: &launch, dir, qemu_version };
+    let result = serve(dir, control, state, handles, state_rx, &freezer, &uuids).await;
     let _ = stop_forwards.send(true);
     network.shutdown().await;
     result
@@ -189,11 +206,15 @@ async fn bring_up(
     state: &mut ClusterState,
     dir: &ClusterDir,
     network: &mut ClusterNetwork,
+    frozen: Option<&FrozenManifest>,
 ) -> Result<Vec<Node>> {
     reporter.progress(format!("creating {} overlay(s) on {}", plans.len(), plans[0].base_disk.display()));
     for p in &plans {
         std::fs::create_dir_all(p.dir.root()).with_context(|| format!("creating {}", p.dir.root().display()))?;
         crate::disk::create_overlay(&p.base_disk, &p.dir.disk())?;
+    }
+    if let Some(frozen) = frozen {
+        return resume_all(qemu, plans, timeout, reporter, state, dir, network, frozen).await;
     }
     reporter.progress(format!("booting {} node(s) (timeout {}s)", plans.len(), timeout.as_secs()));
     let mut tasks = JoinSet::new();
@@ -230,98 +251,65 @@ async fn bring_up(
     Ok(ready)
 }
 
-enum NodeCmd {
-    Status(oneshot::Sender<NodeStatus>),
-    Shutdown(Duration, oneshot::Sender<ShutdownKind>),
-}
-
-/// A running node, owned by a task of its own.
-struct NodeHandle {
-    name: String,
-    tx: mpsc::Sender<NodeCmd>,
-}
-
-impl NodeHandle {
-    fn spawn(node: Node, state_tx: mpsc::Sender<(String, NodeState)>) -> NodeHandle {
-        let (tx, rx) = mpsc::channel(4);
-        let name = node.name().to_string();
-        tokio::spawn(node_task(node, rx, state_tx));
-        NodeHandle { name, tx }
+/// Resumes every node of a frozen image: all load their state, continue together, then get
+/// their fix-ups (clock, entropy) and must answer ssh.
+#[allow(clippy::too_many_arguments)]
+async fn resume_all(
+    qemu: &Path,
+    plans: Vec<NodePlan>,
+    timeout: Duration,
+    reporter: &Reporter,
+    state: &mut ClusterState,
+    dir: &ClusterDir,
+    network: &mut ClusterNetwork,
+    frozen: &FrozenManifest,
+) -> Result<Vec<Node>> {
+    reporter.progress(format!("resuming {} node(s) from their saved state", plans.len()));
+    let mut tasks = JoinSet::new();
+    for p in plans {
+        let (qemu, tap, version) = (qemu.to_path_buf(), network.take_tap(p.index), frozen.qemu_version.clone());
+        tasks.spawn(async move { resume::load_node(&qemu, p, tap, &version, timeout).await });
     }
-
-    async fn status(&self, record: &NodeRecord) -> NodeStatus {
-        let (tx, rx) = oneshot::channel();
-        let fallback = NodeStatus {
-            name: self.name.clone(),
-            state: NodeState::Stopped,
-            pid: None,
-            qemu_status: None,
-            ready_secs: record.ready_secs,
-            disk: String::new(),
-            ip: record.ip.clone(),
-        };
-        if self.tx.send(NodeCmd::Status(tx)).await.is_err() {
-            return fallback;
-        }
-        let mut s = rx.await.unwrap_or(fallback);
-        s.ready_secs = record.ready_secs;
-        s.ip = record.ip.clone();
-        s
-    }
-
-    async fn shutdown(&self, timeout: Duration) -> ShutdownKind {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(NodeCmd::Shutdown(timeout, tx)).await.is_err() {
-            return ShutdownKind::AlreadyExited;
-        }
-        rx.await.unwrap_or(ShutdownKind::AlreadyExited)
-    }
-}
-
-async fn node_task(mut node: Node, mut rx: mpsc::Receiver<NodeCmd>, state_tx: mpsc::Sender<(String, NodeState)>) {
-    let mut exited = false;
-    loop {
-        tokio::select! {
-            cmd = rx.recv() => match cmd {
-                Some(NodeCmd::Status(reply)) => {
-                    let (state, qemu_status) = if exited {
-                        (NodeState::Crashed, None)
-                    } else {
-                        match node.qmp().execute(&qapi::qmp::query_status {}).await {
-                            Ok(s) => {
-                                let text = serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(String::from));
-                                (if s.running { NodeState::Running } else { NodeState::Paused }, text)
-                            }
-                            Err(_) => (NodeState::Crashed, None),
-                        }
-                    };
-                    let _ = reply.send(NodeStatus {
-                        name: node.name().to_string(),
-                        state,
-                        pid: (!exited).then(|| node.pid()),
-                        qemu_status,
-                        ready_secs: None,
-                        disk: node.plan.dir.disk().display().to_string(),
-                        ip: String::new(),
-                    });
-                }
-                Some(NodeCmd::Shutdown(timeout, reply)) => {
-                    let kind = node.shutdown(timeout).await;
-                    let _ = reply.send(kind);
-                    return;
-                }
-                None => {
-                    node.shutdown(Duration::ZERO).await;
-                    return;
-                }
-            },
-            status = node.exited(), if !exited => {
-                exited = true;
-                tracing::error!(node = %node.name(), %status, "QEMU exited unexpectedly");
-                let _ = state_tx.send((node.name().to_string(), NodeState::Crashed)).await;
+    let mut nodes = Vec::new();
+    let mut failed = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.context("a node task panicked")? {
+            Ok(n) => nodes.push(n),
+            Err(e) => {
+                failed.get_or_insert(e);
             }
         }
     }
+    if let Some(e) = failed {
+        for n in nodes {
+            n.shutdown(Duration::ZERO).await;
+        }
+        return Err(e);
+    }
+    nodes.sort_by_key(|n| n.plan.index);
+    for n in &nodes {
+        n.resume().await?;
+    }
+    let key = dir.ssh_dir().join("id_ed25519");
+    let deadline = tokio::time::Instant::now() + timeout;
+    let fixes = join_all(nodes.iter().map(|n| resume::fix_up(n.name(), network.ns(), n.plan.ip, &key, deadline))).await;
+    if let Some(e) = fixes.into_iter().find_map(Result::err) {
+        for n in nodes {
+            n.shutdown(Duration::ZERO).await;
+        }
+        return Err(e);
+    }
+    for n in &nodes {
+        let took = n.started().elapsed();
+        reporter.progress(format!("{} resumed in {:.1}s (pid {})", n.name(), took.as_secs_f64(), n.pid()));
+        if let Some(rec) = state.nodes.iter_mut().find(|r| r.name == n.name()) {
+            rec.state = NodeState::Running;
+            rec.pid = Some(n.pid());
+            rec.ready_secs = Some(took.as_secs_f64());
+        }
+    }
+    state.save(&dir.state())?;
+    Ok(nodes)
 }
 
 async fn status(state: &ClusterState, handles: &[NodeHandle]) -> ClusterStatus {
@@ -343,36 +331,12 @@ async fn status(state: &ClusterState, handles: &[NodeHandle]) -> ClusterStatus {
 async fn down(state: &mut ClusterState, handles: &[NodeHandle], timeout: Duration, dir: &ClusterDir) -> Vec<(String, String)> {
     let _ = state.transition(Phase::Stopping);
     let _ = state.save(&dir.state());
-    let kinds = futures_join_all(handles.iter().map(|h| h.shutdown(timeout))).await;
+    let kinds = join_all(handles.iter().map(|h| h.shutdown(timeout))).await;
     let result = handles.iter().zip(kinds).map(|(h, k)| (h.name.clone(), format!("{k:?}").to_lowercase())).collect();
     if let Err(e) = std::fs::remove_dir_all(dir.root()) {
         tracing::error!(error = %e, "removing the cluster directory");
     }
     result
-}
-
-/// Awaits futures concurrently, keeping their order (a small stand-in for `join_all`).
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pinned: Vec<_> = futures.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, slot) in pinned.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().map(|o| o.expect("every future completed")).collect()
 }
 
 async fn serve(
@@ -381,6 +345,8 @@ async fn serve(
     mut state: ClusterState,
     handles: Vec<NodeHandle>,
     mut state_rx: mpsc::Receiver<(String, NodeState)>,
+    freezer: &FreezeContext<'_>,
+    uuids: &[String],
 ) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -390,7 +356,7 @@ async fn serve(
         tokio::select! {
             conn = control.accept() => {
                 let Ok((stream, _)) = conn else { continue };
-                if let Some(stream) = handle_request(stream, dir, &mut state, &handles).await {
+                if let Some(stream) = handle_request(stream, dir, &mut state, &handles, freezer, uuids).await {
                     // Down is done: exit while still holding the connection, so the client's
                     // end-of-file means this process (and every QEMU) is gone.
                     drop(handles);
@@ -416,7 +382,14 @@ async fn serve(
 }
 
 /// Answers one request. Returns the stream when the request was `Down` and the cluster is gone.
-async fn handle_request(stream: UnixStream, dir: &ClusterDir, state: &mut ClusterState, handles: &[NodeHandle]) -> Option<UnixStream> {
+async fn handle_request(
+    stream: UnixStream,
+    dir: &ClusterDir,
+    state: &mut ClusterState,
+    handles: &[NodeHandle],
+    freezer: &FreezeContext<'_>,
+    uuids: &[String],
+) -> Option<UnixStream> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read);
@@ -426,6 +399,15 @@ async fn handle_request(stream: UnixStream, dir: &ClusterDir, state: &mut Cluste
         Some(Ok(Request::Down { timeout_secs })) => {
             (Response::Down { nodes: down(state, handles, Duration::from_secs(timeout_secs), dir).await }, true)
         }
+        Some(Ok(Request::Freeze { to, keep_running })) => match freeze::freeze(freezer, handles, uuids, &to, keep_running).await {
+            Ok((image, seconds)) if keep_running => (Response::Frozen { image, seconds }, false),
+            Ok((image, seconds)) => {
+                // Paused after their save, the nodes are stopped without waiting for the guests.
+                down(state, handles, Duration::ZERO, dir).await;
+                (Response::Frozen { image, seconds }, true)
+            }
+            Err(e) => (Response::Error { message: format!("{e:#}") }, false),
+        },
         Some(Err(e)) => (Response::Error { message: format!("bad request: {e}") }, false),
         None => return None,
     };

@@ -1,0 +1,46 @@
+//! `kvci vm freeze`: save a running cluster's RAM and disks as a frozen cluster image.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use crate::cluster::layout::ClusterDir;
+use crate::config;
+use crate::paths::Dirs;
+use crate::supervisor::client;
+use crate::supervisor::protocol::{Request, Response};
+
+/// `kvci vm freeze`
+#[derive(Debug, Args)]
+pub struct FreezeArgs {
+    /// Cluster name
+    #[arg(long, default_value = config::DEFAULT_NAME, env = "KVCI_CLUSTER")]
+    pub name: String,
+    /// Image to create (`NAME` or `NAME:TAG`); `kvci vm up --image NAME` resumes it
+    #[arg(long, value_name = "IMAGE")]
+    pub to: String,
+    /// Resume the cluster afterwards (default: it is taken down once saved)
+    #[arg(long)]
+    pub keep_running: bool,
+}
+
+/// Runs `vm freeze`.
+pub fn run(dirs: &Dirs, a: FreezeArgs) -> Result<ExitCode> {
+    config::validate_name(&a.name)?;
+    let dir = ClusterDir::new(dirs, &a.name);
+    let request = Request::Freeze { to: a.to.clone(), keep_running: a.keep_running };
+    match client::request(&dir, &request, Duration::from_secs(1800))? {
+        Response::Frozen { image, seconds } => {
+            eprintln!("kvci: cluster {} frozen into {image} in {seconds:.2}s", a.name);
+            if !a.keep_running {
+                eprintln!("kvci: cluster {} is down; `kvci vm up --image {image}` resumes it", a.name);
+            }
+            println!("{image}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer from the supervisor: {other:?}"),
+    }
+}

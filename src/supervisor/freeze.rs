@@ -1,0 +1,128 @@
+//! `kvci vm freeze`: a consistent cut of a running cluster — every node paused, then each one's
+//! RAM and device state saved (QMP `migrate` to a file) beside a copy of its disk overlay — stored
+//! as a frozen cluster image that `vm up` resumes instead of booting.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cluster::layout::ClusterDir;
+use crate::cluster::plan::Launch;
+use crate::image::digest::LayerDigest;
+use crate::image::store::{FrozenManifest, FrozenNode, Image, Manifest, Store};
+use crate::supervisor::node_task::{join_all, NodeCmd, NodeHandle};
+
+/// How long saving one node's state may take.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Names of the frozen cluster key inside a layer (`.key` files stay 0400 in the store).
+pub const KEY_FILE: &str = "cluster.key";
+/// The public half.
+pub const PUB_FILE: &str = "cluster.key.pub";
+
+/// What the supervisor knows that a frozen image records.
+pub(crate) struct FreezeContext<'a> {
+    /// The image store.
+    pub store: &'a Store,
+    /// The image the cluster was started from.
+    pub image: &'a Image,
+    /// What `up` asked for.
+    pub launch: &'a Launch,
+    /// The cluster's files.
+    pub dir: &'a ClusterDir,
+    /// The QEMU version running the nodes.
+    pub qemu_version: String,
+}
+
+/// Freezes the cluster into image `to`; the nodes are left paused, or running again with
+/// `keep_running`. Returns the image's name and how long the cut took.
+pub(crate) async fn freeze(ctx: &FreezeContext<'_>, handles: &[NodeHandle], uuids: &[String], to: &str, keep_running: bool) -> Result<(String, f64)> {
+    let name = if to.contains(':') { to.to_string() } else { format!("{to}:latest") };
+    crate::config::validate_name(name.split(':').next().unwrap_or(""))
+        .map_err(|_| anyhow::anyhow!("invalid image name {to:?}: use a-z, 0-9 and '-'"))?;
+    let started = Instant::now();
+    let staging = ctx.store.staging()?;
+
+    for h in handles {
+        h.ask(NodeCmd::Pause).await.map_err(anyhow::Error::msg)?;
+    }
+    let saves = join_all(handles.iter().map(|h| {
+        let path = staging.path().join(format!("{}.state", h.name));
+        h.ask(move |tx| NodeCmd::Save(path, SAVE_TIMEOUT, tx))
+    }))
+    .await;
+    let saved = saves.into_iter().collect::<Result<Vec<()>, String>>();
+    let cut = started.elapsed().as_secs_f64();
+    if let Err(e) = saved {
+        for h in handles {
+            let _ = h.ask(NodeCmd::Resume).await;
+        }
+        bail!("freezing failed, the cluster runs on: {e}");
+    }
+
+    // QEMU flushed and released every disk when its save completed: the overlays are final.
+    let mut nodes = Vec::new();
+    for (h, uuid) in handles.iter().zip(uuids) {
+        let disk = format!("{}.qcow2", h.name);
+        copy_sparse(&ctx.dir.node(&h.name).disk(), &staging.path().join(&disk))?;
+        nodes.push(FrozenNode { name: h.name.clone(), uuid: uuid.clone(), disk, state: format!("{}.state", h.name) });
+    }
+    let keys = ctx.dir.ssh_dir();
+    std::fs::copy(keys.join("id_ed25519"), staging.path().join(KEY_FILE)).context("copying the cluster key")?;
+    std::fs::copy(keys.join("id_ed25519.pub"), staging.path().join(PUB_FILE)).context("copying the cluster key")?;
+
+    let spec = &ctx.launch.spec;
+    let base = &ctx.image.manifest;
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut id = LayerDigest::default();
+    id.feed("frozen", format!("{}/{}/{}", spec.name, name, created.as_nanos()).as_bytes());
+    let manifest = Manifest {
+        name: name.clone(),
+        id: id.finish(),
+        kernel: base.kernel.clone(),
+        initrd: base.initrd.clone(),
+        disk: nodes[0].disk.clone(),
+        append: base.append.clone(),
+        memory_mib: spec.memory_mib,
+        cpus: spec.cpus,
+        created: created.as_secs(),
+        size: 0,
+        parent: Some(base.id.clone()),
+        boot_layer: Some(base.boot_layer.clone().unwrap_or_else(|| base.id.clone())),
+        up: None,
+        nodes: Some(spec.nodes),
+        frozen: Some(FrozenManifest {
+            nodes,
+            subnet: spec.subnet.clone(),
+            accel: ctx.launch.accel.accel,
+            qemu_version: ctx.qemu_version.clone(),
+            memory_mib: spec.memory_mib,
+            cpus: spec.cpus,
+        }),
+    };
+    {
+        let _lock = ctx.store.lock()?;
+        let staged = staging.keep();
+        if let Err(e) = ctx.store.commit(&staged, manifest) {
+            let _ = std::fs::remove_dir_all(&staged);
+            return Err(e);
+        }
+    }
+    if keep_running {
+        for h in handles {
+            h.ask(NodeCmd::Resume).await.map_err(anyhow::Error::msg)?;
+        }
+    }
+    Ok((name, cut))
+}
+
+/// Copies a disk keeping its holes (overlays are mostly holes).
+fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
+    let status = Command::new("cp").arg("--sparse=always").arg(from).arg(to).status().context("running cp")?;
+    if !status.success() {
+        bail!("copying {} failed", from.display());
+    }
+    Ok(())
+}
