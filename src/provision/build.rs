@@ -50,6 +50,9 @@ pub fn build(dirs: &Dirs, provider: &Loaded, opts: &BuildOptions) -> Result<Imag
             }
         }
         let _lock = store.lock()?;
+        if let Some(img) = fresh_after_lock(&store, &name, &id, opts)? {
+            return Ok(img);
+        }
         return crate::image::debootstrap::build(&store, provider, spec, &id, &name);
     }
     if let Base::Qcow2 { .. } | Base::Url { .. } = &provider.recipe.base {
@@ -76,8 +79,19 @@ pub fn build(dirs: &Dirs, provider: &Loaded, opts: &BuildOptions) -> Result<Imag
         }
     }
     let _lock = store.lock()?;
+    if let Some(img) = fresh_after_lock(&store, &name, &id, opts)? {
+        return Ok(img);
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(run(&store, provider, &base, &id, &name, opts))
+}
+
+/// Another kvci may have built the same recipe while this one waited for the store lock.
+fn fresh_after_lock(store: &Store, name: &str, id: &str, opts: &BuildOptions) -> Result<Option<Image>> {
+    if opts.force {
+        return Ok(None);
+    }
+    Ok(store.get(name)?.filter(|i| i.manifest.id == id))
 }
 
 /// A root layer from a local qcow2 or from downloads (phases are not run on it).
@@ -111,6 +125,9 @@ fn import_base(store: &Store, provider: &Loaded, opts: &BuildOptions) -> Result<
         }
     }
     let _lock = store.lock()?;
+    if let Some(img) = fresh_after_lock(store, &name, &id, opts)? {
+        return Ok(img);
+    }
     let image = commit_root_layer(store, provider, [&files[0], &files[1], &files[2]], &append, &id, &name)?;
     eprintln!("kvci: image {name} imported ({} MiB)", image.manifest.size >> 20);
     Ok(image)
