@@ -45,6 +45,10 @@ pub struct BuildArgs {
     /// Accelerator for the build VM
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,
+    /// Also run the up hooks once on a fresh cluster and freeze it (RAM included) under the
+    /// same name, so `vm up` of this image is a resume
+    #[arg(long)]
+    pub with_memory: bool,
 }
 
 /// `kvci image ls`
@@ -72,6 +76,32 @@ struct Row {
     created: u64,
 }
 
+/// Brings up a cluster of `image` (its up hooks run), then freezes it under the same name.
+/// Runs kvci itself, so this is exactly `vm up` followed by `vm freeze`.
+fn freeze_with_memory(dirs: &Dirs, image: &str, accel: AccelChoice) -> Result<String> {
+    let exe = std::env::current_exe()?;
+    let cluster = format!("wm-{}", image.split(':').next().unwrap_or("image"));
+    let accel = match accel {
+        AccelChoice::Auto => "auto",
+        AccelChoice::Kvm => "kvm",
+        AccelChoice::Tcg => "tcg",
+    };
+    let kvci = |args: &[&str]| -> Result<()> {
+        let status = std::process::Command::new(&exe).arg("--data-dir").arg(dirs.data()).args(args).status()?;
+        if !status.success() {
+            bail!("`kvci {}` failed", args.join(" "));
+        }
+        Ok(())
+    };
+    eprintln!("kvci: starting {image} once to freeze it with its memory");
+    kvci(&["vm", "up", "--name", &cluster, "--image", image, "--accel", accel, "--output", "json"])?;
+    if let Err(e) = kvci(&["vm", "freeze", "--name", &cluster, "--to", image]) {
+        let _ = kvci(&["vm", "down", "--name", &cluster, "--timeout", "5"]);
+        return Err(e);
+    }
+    Ok(image.to_string())
+}
+
 /// Runs `kvci image …`.
 pub fn run(dirs: &Dirs, cmd: ImageCommand) -> Result<ExitCode> {
     let store = Store::open(&dirs.images())?;
@@ -88,7 +118,12 @@ pub fn run(dirs: &Dirs, cmd: ImageCommand) -> Result<ExitCode> {
                 let loaded = provider::load(&provider::recipes_dir(), &a.provider)?;
                 build::build(dirs, &loaded, &BuildOptions { tag: a.tag, compact: a.compact, accel: a.accel, force: a.force })?
             };
-            println!("{} {}", image.manifest.name, image.manifest.id);
+            if a.with_memory {
+                let frozen = freeze_with_memory(dirs, &image.manifest.name, a.accel)?;
+                println!("{frozen}");
+            } else {
+                println!("{} {}", image.manifest.name, image.manifest.id);
+            }
         }
         ImageCommand::Ls(a) => {
             let rows: Vec<Row> = store

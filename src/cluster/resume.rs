@@ -12,7 +12,6 @@ use kvci_net::netns::NetNs;
 
 use crate::cluster::node::Node;
 use crate::cluster::plan::NodePlan;
-use crate::cluster::readiness;
 
 /// `major.minor.micro` from a QMP greeting.
 pub fn qemu_version(greeting: &serde_json::Value) -> String {
@@ -32,7 +31,10 @@ pub async fn load_node(qemu: &Path, plan: NodePlan, tap: Option<OwnedFd>, expect
         node.shutdown(Duration::ZERO).await;
         bail!("{name}: the frozen image was saved by QEMU {expected_qemu}, this is QEMU {running}: resume it with the same QEMU, or rebuild it");
     }
-    if let Err(e) = node.load_state(&state, timeout).await {
+    let t = std::time::Instant::now();
+    let loaded = node.load_state(&state, timeout).await;
+    tracing::info!(node = node.name(), ms = t.elapsed().as_millis() as u64, bytes = meta.len(), "resume: state loaded");
+    if let Err(e) = loaded {
         let name = node.name().to_string();
         node.shutdown(Duration::ZERO).await;
         return Err(anyhow::Error::new(e).context(format!(
@@ -44,22 +46,40 @@ pub async fn load_node(qemu: &Path, plan: NodePlan, tap: Option<OwnedFd>, expect
     Ok(node)
 }
 
-/// After `cont`: sshd answers, the clock is stepped to the host's, the RNG gets new entropy.
+/// After `cont`: one ssh session (which proves sshd answers) steps the clock to the host's and
+/// mixes fresh entropy into the RNG, in a single command.
 pub async fn fix_up(name: &str, ns: &Arc<NetNs>, ip: std::net::Ipv4Addr, key: &Path, deadline: tokio::time::Instant) -> Result<()> {
-    readiness::wait_sshd(name, ns, ip, deadline).await?;
-    let stream = kvci_net::forward::connect_inside(ns.clone(), (ip, 22).into()).await?;
-    let mut s = crate::ssh::client::connect(stream, "root", key).await?;
-    // Rounded to the nearest second: busybox date takes whole seconds only.
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64().round() as u64;
-    let out = s.exec(&format!("date -u -s @{now} >/dev/null"), None).await?;
-    if out.exit_code != 0 {
-        bail!("{name}: could not set the clock: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    let t = std::time::Instant::now();
+    let mut backoff = Duration::from_millis(20);
+    // sshd was running when the node was frozen: retry only for the moment the NIC needs.
+    let mut s = loop {
+        let attempt = async {
+            let stream = kvci_net::forward::connect_inside(ns.clone(), (ip, 22).into()).await?;
+            anyhow::Ok(crate::ssh::client::connect(stream, "root", key).await?)
+        };
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Ok(s)) => break s,
+            Ok(Err(e)) if tokio::time::Instant::now() + backoff < deadline => {
+                tracing::debug!(node = name, error = %e, "resume: ssh not yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+            Ok(Err(e)) => return Err(e.context(format!("{name}: no ssh after resume"))),
+            Err(_) => bail!("{name}: no ssh after resume before the deadline"),
+        }
+    };
+    tracing::info!(node = name, ms = t.elapsed().as_millis() as u64, "resume: ssh session open");
     let mut entropy = vec![0u8; 64];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut entropy)?;
-    // Writing to /dev/urandom mixes the bytes in (the cloud kernel has no vmgenid driver).
-    s.exec("cat > /dev/urandom", Some(entropy)).await?;
+    // Rounded to the nearest second: busybox date takes whole seconds only. Writing to
+    // /dev/urandom mixes the bytes in (the cloud kernel has no vmgenid driver).
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64().round() as u64;
+    let out = s.exec(&format!("date -u -s @{now} >/dev/null && cat > /dev/urandom"), Some(entropy)).await?;
+    if out.exit_code != 0 {
+        bail!("{name}: fix-ups after resume failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
     let _ = s.close().await;
+    tracing::info!(node = name, ms = t.elapsed().as_millis() as u64, "resume: fix-ups done");
     Ok(())
 }
 
