@@ -88,6 +88,16 @@ pub fn plan(nodes: u32, fixed: &FixedPorts) -> Vec<PortPlan> {
     v
 }
 
+/// Adds an image's own ports (e.g. `etcd` → node01:2379) that kubevirtci's names do not cover.
+pub fn with_image_ports(mut plan: Vec<PortPlan>, image_ports: &std::collections::BTreeMap<String, u16>) -> Vec<PortPlan> {
+    for (name, &guest_port) in image_ports {
+        if !plan.iter().any(|p| &p.name == name) {
+            plan.push(PortPlan { name: name.clone(), node: "node01".into(), guest_port, target: Target::Node, host_port: None });
+        }
+    }
+    plan
+}
+
 /// Two names asking for the same fixed host port.
 pub fn duplicate_fixed(fixed: &FixedPorts) -> Option<u16> {
     let all = [fixed.ssh, fixed.k8s, fixed.ocp, fixed.registry, fixed.vnc, fixed.http, fixed.https];
@@ -108,6 +118,15 @@ mod tests {
         assert_eq!(p[2].node, "node02");
         assert_eq!(p[3].guest_port, 6443);
         assert_eq!(p[5].target, Target::Bridge);
+    }
+
+    #[test]
+    fn image_ports_are_added_once() {
+        let extra = [("etcd".to_string(), 2379u16), ("k8s".to_string(), 1)].into_iter().collect();
+        let p = with_image_ports(plan(1, &FixedPorts::default()), &extra);
+        assert_eq!(p.iter().filter(|p| p.name == "k8s").count(), 1);
+        assert_eq!(p.last().unwrap().name, "etcd");
+        assert_eq!(p.last().unwrap().guest_port, 2379);
     }
 
     #[test]

@@ -49,6 +49,14 @@ fn etcd_cluster_of_three_is_healthy_and_replicates() {
     assert!(put.status.success(), "{}", stderr(&put));
     let get = ssh("node03", &["etcdctl", "--endpoints", "http://node03:2379", "get", "--print-value-only", "kvci-key"]);
     assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "written-on-node01");
+    // The provider's own `etcd` port is forwarded to node01:2379.
+    let port = common::run(&["vm", "ports", "--name", "it-etcd", "etcd"]);
+    let port: u16 = String::from_utf8_lossy(&port.stdout).trim().parse().expect("an etcd host port");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /health HTTP/1.0\r\n\r\n").unwrap();
+    let mut health = String::new();
+    std::io::Read::read_to_string(&mut s, &mut health).unwrap();
+    assert!(health.contains("\"health\":\"true\""), "{health}");
     // debian-12 nodes power off on the ACPI button (systemd-logind): a graceful down.
     let down = c.down();
     assert!(down.status.success());

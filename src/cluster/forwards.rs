@@ -19,9 +19,9 @@ pub struct Bound {
 }
 
 /// Binds every planned port on 127.0.0.1.
-pub fn bind(nodes: u32, fixed: &FixedPorts) -> Result<Bound, ForwardError> {
+pub fn bind(nodes: u32, fixed: &FixedPorts, image_ports: &std::collections::BTreeMap<String, u16>) -> Result<Bound, ForwardError> {
     let mut listeners = Vec::new();
-    for p in ports::plan(nodes, fixed) {
+    for p in ports::with_image_ports(ports::plan(nodes, fixed), image_ports) {
         let l = forward::bind_host_port(p.host_port.unwrap_or(0))?;
         listeners.push((p, l));
     }

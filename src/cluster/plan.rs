@@ -144,6 +144,7 @@ mod tests {
                 up: None,
                 nodes: None,
                 frozen: None,
+                ports: Default::default(),
             },
             dir: "/s/layers/id".into(),
         };

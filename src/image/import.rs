@@ -86,6 +86,7 @@ pub fn commit_root_layer(store: &Store, provider: &Loaded, files: [&Path; 3], ap
         up: None,
         nodes: provider.recipe.defaults.nodes,
         frozen: None,
+        ports: Default::default(),
     };
     let staged = staging.keep();
     let image = store.commit(&staged, manifest);

@@ -257,6 +257,8 @@ impl Loaded {
     pub fn id(&self, base_id: &str) -> std::io::Result<String> {
         let mut d = super::digest::LayerDigest::default();
         let mut feed = |name: &str, data: &[u8]| d.feed(name, data);
+        // Bumped when what kvci writes into a layer or its manifest changes.
+        feed("layer-format", b"2");
         feed("base", base_id.as_bytes());
         feed(RECIPE_FILE, &std::fs::read(self.dir.join(RECIPE_FILE))?);
         if let Base::Debootstrap(DebootstrapBase { rootfs: Some(r), .. }) = &self.recipe.base {

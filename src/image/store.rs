@@ -56,6 +56,9 @@ pub struct Manifest {
     /// A frozen cluster: per-node disks and saved RAM, resumed instead of booted.
     #[serde(default)]
     pub frozen: Option<FrozenManifest>,
+    /// Extra ports the image's provider exposes on node01 (name → guest port).
+    #[serde(default)]
+    pub ports: std::collections::BTreeMap<String, u16>,
 }
 
 /// What a frozen cluster image holds beside its base.
@@ -309,6 +312,7 @@ mod tests {
             up: None,
             nodes: None,
             frozen: None,
+            ports: Default::default(),
         }
     }
 

@@ -136,6 +136,7 @@ pub fn build(store: &Store, _cache: &Path, id: &str) -> Result<Image> {
         up: None,
         nodes: None,
         frozen: None,
+        ports: Default::default(),
     };
     let staged = staging.keep();
     let image = store.commit(&staged, manifest);

@@ -239,6 +239,7 @@ async fn run(store: &Store, provider: &Loaded, base: &Image, id: &str, name: &st
         up,
         nodes: provider.recipe.defaults.nodes,
         frozen: None,
+        ports: base.manifest.ports.clone().into_iter().chain(provider.recipe.ports.clone()).collect(),
     };
     let image = store.commit(&layer, manifest)?;
     eprintln!("kvci: image {name} built in {:.1}s ({} MiB new layer)", started.elapsed().as_secs_f64(), image.manifest.size >> 20);

@@ -101,6 +101,7 @@ pub(crate) async fn freeze(ctx: &FreezeContext<'_>, handles: &[NodeHandle], uuid
             memory_mib: spec.memory_mib,
             cpus: spec.cpus,
         }),
+        ports: base.ports.clone(),
     };
     {
         let _lock = ctx.store.lock()?;

@@ -116,7 +116,7 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
     }
     crate::ssh::keys::ensure_keypair(&dir.ssh_dir()).context("creating the cluster's ssh key")?;
     // Host ports first: a taken port fails `up` before anything boots.
-    let ports = forwards::bind(launch.spec.nodes, &launch.spec.ports)?;
+    let ports = forwards::bind(launch.spec.nodes, &launch.spec.ports, &image.manifest.ports)?;
 
     let mut state = ClusterState {
         name: dir.name().to_string(),
