@@ -15,6 +15,7 @@ pub mod paths;
 pub mod ports;
 pub mod provision;
 pub mod qemu;
+pub mod rootless;
 pub mod ssh;
 pub mod supervisor;
 pub mod tools;

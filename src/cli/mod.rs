@@ -108,7 +108,11 @@ pub fn init_tracing(verbose: u8) {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    // The user's own directories, chosen before becoming root inside a user namespace.
     let dirs = Dirs::resolve(cli.data_dir);
+    if crate::rootless::needed() {
+        crate::rootless::enter()?;
+    }
     match cli.command {
         Command::Vm(VmCommand::Up(a)) => up::run(&dirs, a),
         Command::Vm(VmCommand::Down(a)) => down::run(&dirs, a),

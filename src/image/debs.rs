@@ -12,7 +12,9 @@ use crate::tools::{ToolError, APT_GET, DPKG_DEB};
 pub fn download(dir: &Path, packages: &[String]) -> Result<Vec<PathBuf>> {
     let before = debs_in(dir)?;
     let mut cmd = Command::new(APT_GET.locate()?);
-    cmd.current_dir(dir).arg("download").args(packages);
+    // No privilege drop to `_apt`: it cannot work inside a user namespace (rootless), and the
+    // download goes into kvci's own directory anyway.
+    cmd.current_dir(dir).args(["-o", "APT::Sandbox::User=root", "download"]).args(packages);
     // As root apt drops to `_apt`, which cannot write a private temp dir; that only warns.
     APT_GET.output(&mut cmd).map_err(|e| match &e {
         ToolError::Failed { stderr, .. } if stderr.contains("Unable to locate") || stderr.contains("has no installation candidate") => {
