@@ -106,11 +106,21 @@ pub fn machine_args(accel: Accel) -> Vec<String> {
 }
 
 /// The host CPU on KVM (nested virt inside the node); QEMU's richest model on TCG.
-pub fn cpu_args(accel: Accel) -> Vec<String> {
-    match accel {
-        Accel::Kvm => owned(&["-cpu", "host,migratable=no,+invtsc"]),
-        Accel::Tcg => owned(&["-cpu", "max"]),
+///
+/// kubevirtci uses `host,migratable=no,+invtsc`, which blocks saving the node's RAM (frozen
+/// clusters). kvci keeps the CPU migratable and keeps an invariant TSC only with a fixed
+/// `tsc-frequency` (from the host's `tsc_freq_khz`), which QEMU accepts for migration.
+pub fn cpu_args(accel: Accel, tsc_khz: Option<u64>) -> Vec<String> {
+    match (accel, tsc_khz) {
+        (Accel::Kvm, Some(khz)) => vec!["-cpu".into(), format!("host,migratable=on,+invtsc,tsc-frequency={}", khz * 1000)],
+        (Accel::Kvm, None) => owned(&["-cpu", "host,migratable=on"]),
+        (Accel::Tcg, _) => owned(&["-cpu", "max"]),
     }
+}
+
+/// The host's TSC frequency in kHz, where the kernel publishes it.
+pub fn host_tsc_khz() -> Option<u64> {
+    std::fs::read_to_string("/sys/devices/system/cpu/cpu0/tsc_freq_khz").ok()?.trim().parse().ok()
 }
 
 /// Memory and vCPUs.
@@ -216,7 +226,7 @@ pub fn incoming_args() -> Vec<String> {
 pub fn node_args(m: &NodeMachine) -> Vec<String> {
     let mut v = base_args(&m.name);
     v.extend(machine_args(m.accel));
-    v.extend(cpu_args(m.accel));
+    v.extend(cpu_args(m.accel, if m.accel == Accel::Kvm { host_tsc_khz() } else { None }));
     v.extend(size_args(m.memory_mib, m.cpus));
     v.extend(iommu_args());
     v.extend(boot_args(&m.boot));
@@ -248,15 +258,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kvm_machine_matches_kubevirtci() {
+    fn kvm_machine_matches_kubevirtci_but_stays_migratable() {
         assert_eq!(machine_args(Accel::Kvm), ["-machine", "q35,accel=kvm,kernel_irqchip=split"]);
-        assert_eq!(cpu_args(Accel::Kvm), ["-cpu", "host,migratable=no,+invtsc"]);
+        assert_eq!(cpu_args(Accel::Kvm, Some(2_400_000)), ["-cpu", "host,migratable=on,+invtsc,tsc-frequency=2400000000"]);
+        assert_eq!(cpu_args(Accel::Kvm, None), ["-cpu", "host,migratable=on"]);
     }
 
     #[test]
     fn tcg_machine_has_no_kernel_irqchip() {
         assert_eq!(machine_args(Accel::Tcg), ["-machine", "q35,accel=tcg"]);
-        assert_eq!(cpu_args(Accel::Tcg), ["-cpu", "max"]);
+        assert_eq!(cpu_args(Accel::Tcg, Some(1)), ["-cpu", "max"]);
     }
 
     #[test]
