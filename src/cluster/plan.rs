@@ -76,7 +76,10 @@ pub fn plan(launch: &Launch, image: &Image, dir: &ClusterDir) -> Result<Plan, Su
                 boot: Boot {
                     kernel: image.kernel(),
                     initrd: image.initrd(),
-                    append: format!("{} kvci.hostname={name}", image.manifest.append),
+                    // no_timer_check: on a loaded host the kernel's IO-APIC timer probe can miss
+                    // its window under TCG and panic ("timer doesn't work through
+                    // Interrupt-remapped IO-APIC"); seen in CI with several guests booting.
+                    append: format!("{} no_timer_check kvci.hostname={name}", image.manifest.append),
                 },
                 disk: nd.disk(),
                 qmp: Endpoint::Path(nd.qmp_socket()),
@@ -155,7 +158,7 @@ mod tests {
         assert_eq!(n2.name, "node02");
         assert_eq!(n2.machine.disk, std::path::Path::new("/d/clusters/c1/node02/disk.qcow2"));
         assert_eq!(n2.base_disk, std::path::Path::new("/s/layers/id/disk.qcow2"));
-        assert_eq!(n2.machine.boot.append, "console=ttyS0 kvci.hostname=node02");
+        assert_eq!(n2.machine.boot.append, "console=ttyS0 no_timer_check kvci.hostname=node02");
         assert_eq!(n2.machine.memory_mib, 768);
         assert_ne!(p.nodes[0].machine.disk, n2.machine.disk);
         assert_eq!(n2.ip, std::net::Ipv4Addr::new(10, 9, 0, 102));
