@@ -131,24 +131,7 @@ mod tests {
             accel: Decision { accel: Accel::Tcg, reason: "test".into() },
         };
         let image = Image {
-            manifest: Manifest {
-                name: "tiny".into(),
-                id: "id".into(),
-                kernel: "vmlinuz".into(),
-                initrd: "initrd.img".into(),
-                disk: "disk.qcow2".into(),
-                append: "console=ttyS0".into(),
-                memory_mib: 512,
-                cpus: 1,
-                created: 0,
-                size: 0,
-                parent: None,
-                boot_layer: None,
-                up: None,
-                nodes: None,
-                frozen: None,
-                ports: Default::default(),
-            },
+            manifest: Manifest::root("tiny", "id", "console=ttyS0".into(), 512, 1),
             dir: "/s/layers/id".into(),
         };
         let dir = ClusterDir::new(&Dirs::at("/d"), "c1");

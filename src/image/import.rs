@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -70,30 +69,10 @@ pub fn commit_root_layer(store: &Store, provider: &Loaded, files: [&Path; 3], ap
     crate::disk::standalone(disk, &staging.path().join("disk.qcow2")).with_context(|| format!("{} is not a usable disk image", disk.display()))?;
     std::fs::copy(kernel, staging.path().join("vmlinuz")).with_context(|| format!("copying {}", kernel.display()))?;
     std::fs::copy(initrd, staging.path().join("initrd.img")).with_context(|| format!("copying {}", initrd.display()))?;
-    let manifest = Manifest {
-        name: name.into(),
-        id: id.into(),
-        kernel: "vmlinuz".into(),
-        initrd: "initrd.img".into(),
-        disk: "disk.qcow2".into(),
-        append: format!("{append} {}", provider.recipe.kernel_args).trim().to_string(),
-        memory_mib: provider.recipe.defaults.memory_mib.unwrap_or(1024),
-        cpus: provider.recipe.defaults.cpus.unwrap_or(1),
-        created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        size: 0,
-        parent: None,
-        boot_layer: None,
-        up: None,
-        nodes: provider.recipe.defaults.nodes,
-        frozen: None,
-        ports: Default::default(),
-    };
-    let staged = staging.keep();
-    let image = store.commit(&staged, manifest);
-    if image.is_err() {
-        let _ = std::fs::remove_dir_all(&staged);
-    }
-    image
+    let append = format!("{append} {}", provider.recipe.kernel_args).trim().to_string();
+    let defaults = &provider.recipe.defaults;
+    let manifest = Manifest { nodes: defaults.nodes, ..Manifest::root(name, id, append, defaults.memory_mib.unwrap_or(1024), defaults.cpus.unwrap_or(1)) };
+    store.commit_staged(staging, manifest)
 }
 
 #[cfg(test)]

@@ -93,6 +93,30 @@ pub struct FrozenNode {
     pub state: String,
 }
 
+impl Manifest {
+    /// A root layer (no parent) with `vmlinuz`, `initrd.img` and `disk.qcow2`, created now.
+    pub fn root(name: &str, id: &str, append: String, memory_mib: u64, cpus: u32) -> Manifest {
+        Manifest {
+            name: name.into(),
+            id: id.into(),
+            kernel: "vmlinuz".into(),
+            initrd: "initrd.img".into(),
+            disk: "disk.qcow2".into(),
+            append,
+            memory_mib,
+            cpus,
+            created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            size: 0,
+            parent: None,
+            boot_layer: None,
+            up: None,
+            nodes: None,
+            frozen: None,
+            ports: Default::default(),
+        }
+    }
+}
+
 /// Up hooks as stored with an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -203,6 +227,16 @@ impl Store {
         Ok(v)
     }
 
+    /// Commits a staging directory (see [`Store::commit`]); on failure it is removed.
+    pub fn commit_staged(&self, staging: tempfile::TempDir, manifest: Manifest) -> Result<Image> {
+        let staged = staging.keep();
+        let image = self.commit(&staged, manifest);
+        if image.is_err() {
+            let _ = std::fs::remove_dir_all(&staged);
+        }
+        image
+    }
+
     /// Moves a staged layer into place (read-only) and points `manifest.name` at it.
     /// Call with the store lock held.
     pub fn commit(&self, staged: &Path, mut manifest: Manifest) -> Result<Image> {
@@ -296,24 +330,7 @@ mod tests {
     use super::*;
 
     fn manifest(name: &str, id: &str) -> Manifest {
-        Manifest {
-            name: name.into(),
-            id: id.into(),
-            kernel: "vmlinuz".into(),
-            initrd: "initrd.img".into(),
-            disk: "disk.qcow2".into(),
-            append: "console=ttyS0".into(),
-            memory_mib: 512,
-            cpus: 1,
-            created: 0,
-            size: 0,
-            parent: None,
-            boot_layer: None,
-            up: None,
-            nodes: None,
-            frozen: None,
-            ports: Default::default(),
-        }
+        Manifest::root(name, id, "console=ttyS0".into(), 512, 1)
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! exactly when the recipe changes.
 
 use std::path::Path;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
@@ -120,30 +120,8 @@ pub fn build(store: &Store, _cache: &Path, id: &str) -> Result<Image> {
     crate::disk::standalone(&raw, &staging.path().join("disk.qcow2"))?;
 
     step(5, "committing to the image store");
-    let manifest = Manifest {
-        name: NAME.into(),
-        id: id.into(),
-        kernel: "vmlinuz".into(),
-        initrd: "initrd.img".into(),
-        disk: "disk.qcow2".into(),
-        append: recipe.append.clone(),
-        memory_mib: recipe.memory_mib,
-        cpus: recipe.cpus,
-        created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        size: 0,
-        parent: None,
-        boot_layer: None,
-        up: None,
-        nodes: None,
-        frozen: None,
-        ports: Default::default(),
-    };
-    let staged = staging.keep();
-    let image = store.commit(&staged, manifest);
-    if image.is_err() {
-        let _ = std::fs::remove_dir_all(&staged);
-    }
-    let image = image?;
+    let manifest = Manifest::root(NAME, id, recipe.append.clone(), recipe.memory_mib, recipe.cpus);
+    let image = store.commit_staged(staging, manifest)?;
     eprintln!("kvci: image {NAME} built in {:.1}s ({} MiB)", started.elapsed().as_secs_f64(), image.manifest.size >> 20);
     Ok(image)
 }

@@ -105,11 +105,7 @@ pub(crate) async fn freeze(ctx: &FreezeContext<'_>, handles: &[NodeHandle], uuid
     };
     {
         let _lock = ctx.store.lock()?;
-        let staged = staging.keep();
-        if let Err(e) = ctx.store.commit(&staged, manifest) {
-            let _ = std::fs::remove_dir_all(&staged);
-            return Err(e);
-        }
+        ctx.store.commit_staged(staging, manifest)?;
     }
     if keep_running {
         for h in handles {
