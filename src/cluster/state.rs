@@ -100,6 +100,15 @@ impl ClusterState {
         Ok(())
     }
 
+    /// Records that `node` is up: its QEMU pid and how long it took to be ready.
+    pub fn node_running(&mut self, node: &str, pid: u32, took: std::time::Duration) {
+        if let Some(rec) = self.nodes.iter_mut().find(|r| r.name == node) {
+            rec.state = NodeState::Running;
+            rec.pid = Some(pid);
+            rec.ready_secs = Some(took.as_secs_f64());
+        }
+    }
+
     /// Writes the state atomically (write a temp file, rename over).
     pub fn save(&self, path: &Path) -> Result<()> {
         let tmp = path.with_extension("json.tmp");

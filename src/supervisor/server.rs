@@ -162,9 +162,7 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
         let key = dir.ssh_dir().join("id_ed25519");
         let hooks = hooks::run(&image, dir.name(), &hook_nodes, network.ns(), &key, &random_token()).await;
         if let Err(e) = hooks {
-            for n in nodes {
-                n.shutdown(Duration::ZERO).await;
-            }
+            stop_all(nodes).await;
             network.shutdown().await;
             return Err(e.context("up hooks failed"));
         }
@@ -229,20 +227,14 @@ async fn bring_up(
         match joined.context("a node task panicked")? {
             Ok((node, took)) => {
                 reporter.progress(format!("{} ready in {:.1}s (pid {})", node.name(), took.as_secs_f64(), node.pid()));
-                if let Some(rec) = state.nodes.iter_mut().find(|r| r.name == node.name()) {
-                    rec.state = NodeState::Running;
-                    rec.pid = Some(node.pid());
-                    rec.ready_secs = Some(took.as_secs_f64());
-                }
+                state.node_running(node.name(), node.pid(), took);
                 state.save(&dir.state())?;
                 ready.push(node);
             }
             Err(e) => {
                 // Dropping the other tasks kills their QEMUs (kill_on_drop); stop the ready ones.
                 tasks.shutdown().await;
-                for n in ready {
-                    n.shutdown(Duration::ZERO).await;
-                }
+                stop_all(ready).await;
                 return Err(e);
             }
         }
@@ -281,9 +273,7 @@ async fn resume_all(
         }
     }
     if let Some(e) = failed {
-        for n in nodes {
-            n.shutdown(Duration::ZERO).await;
-        }
+        stop_all(nodes).await;
         return Err(e);
     }
     nodes.sort_by_key(|n| n.plan.index);
@@ -294,22 +284,21 @@ async fn resume_all(
     let deadline = tokio::time::Instant::now() + timeout;
     let fixes = join_all(nodes.iter().map(|n| resume::fix_up(n.name(), network.ns(), n.plan.ip, &key, deadline))).await;
     if let Some(e) = fixes.into_iter().find_map(Result::err) {
-        for n in nodes {
-            n.shutdown(Duration::ZERO).await;
-        }
+        stop_all(nodes).await;
         return Err(e);
     }
     for n in &nodes {
         let took = n.started().elapsed();
         reporter.progress(format!("{} resumed in {:.1}s (pid {})", n.name(), took.as_secs_f64(), n.pid()));
-        if let Some(rec) = state.nodes.iter_mut().find(|r| r.name == n.name()) {
-            rec.state = NodeState::Running;
-            rec.pid = Some(n.pid());
-            rec.ready_secs = Some(took.as_secs_f64());
-        }
+        state.node_running(n.name(), n.pid(), took);
     }
     state.save(&dir.state())?;
     Ok(nodes)
+}
+
+/// Stops nodes at once (a failed bring-up: no point waiting for guests to power off).
+async fn stop_all(nodes: Vec<Node>) {
+    join_all(nodes.into_iter().map(|n| n.shutdown(Duration::ZERO))).await;
 }
 
 async fn status(state: &ClusterState, handles: &[NodeHandle]) -> ClusterStatus {
