@@ -195,10 +195,7 @@ impl Store {
     /// The image called `name` (`NAME` also finds `NAME:latest`), if its manifest and layer
     /// are there.
     pub fn get(&self, name: &str) -> Result<Option<Image>> {
-        if !name.contains(':') && !self.manifest_path(name).exists() {
-            return self.get(&format!("{name}:latest"));
-        }
-        let path = self.manifest_path(name);
+        let path = self.manifest_path(&self.full_name(name));
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -264,8 +261,7 @@ impl Store {
 
     /// Removes the name `name` (its layers stay until `prune`).
     pub fn remove(&self, name: &str) -> Result<bool> {
-        let name = if !name.contains(':') && !self.manifest_path(name).exists() { format!("{name}:latest") } else { name.to_string() };
-        match std::fs::remove_file(self.manifest_path(&name)) {
+        match std::fs::remove_file(self.manifest_path(&self.full_name(name))) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
@@ -301,6 +297,15 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+
+    /// `NAME` as stored: itself if an image has that exact name (`tiny`), else `NAME:latest`.
+    fn full_name(&self, name: &str) -> String {
+        if name.contains(':') || self.manifest_path(name).exists() {
+            name.to_string()
+        } else {
+            format!("{name}:latest")
+        }
     }
 
     fn manifest_path(&self, name: &str) -> PathBuf {
