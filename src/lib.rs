@@ -5,6 +5,7 @@
 //! [`cluster::node`] (readiness), all owned by the [`supervisor`].
 
 pub mod accel;
+pub mod agent;
 pub mod beacon;
 pub mod cli;
 pub mod cluster;

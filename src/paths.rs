@@ -24,6 +24,9 @@ impl Dirs {
                 PathBuf::from(home).join(".local/share/kvci")
             }
         });
+        // Absolute, because qcow2 backing names and the supervisor (which changes directory)
+        // keep these paths.
+        let data = std::path::absolute(&data).unwrap_or(data);
         Dirs { data }
     }
 
@@ -50,5 +53,17 @@ impl Dirs {
     /// One directory per cluster that is up (or was, until `down` cleans it).
     pub fn clusters(&self) -> PathBuf {
         self.data.join("clusters")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_data_dir_becomes_absolute() {
+        let d = Dirs::resolve(Some("rel/data".into()));
+        assert!(d.data().is_absolute());
+        assert!(d.data().ends_with("rel/data"));
     }
 }

@@ -3,7 +3,7 @@
 //! ```text
 //! launch.json  state.json  lock  supervisor.sock  supervisor.log
 //! ssh/{id_ed25519, id_ed25519.pub}
-//! node01/{disk.qcow2, serial.log, qemu.log, qmp.sock, console.sock, beacon.sock, vnc.sock}
+//! node01/{disk.qcow2, serial.log, qemu.log, qmp.sock, console.sock, beacon.sock, agent.sock, vnc.sock}
 //! ```
 //! `down` removes the whole directory: nothing of a cluster outlives it.
 
@@ -121,6 +121,10 @@ impl NodeDir {
     /// Readiness beacon socket.
     pub fn beacon_socket(&self) -> PathBuf {
         self.root.join("beacon.sock")
+    }
+    /// Guest agent socket.
+    pub fn agent_socket(&self) -> PathBuf {
+        self.root.join("agent.sock")
     }
 }
 

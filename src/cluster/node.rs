@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UnixStream as AsyncUnixStream;
 
+use crate::agent::{Agent, AgentError};
 use crate::beacon;
 use crate::cluster::plan::NodePlan;
 use crate::qemu::cmdline::{node_args, Endpoint};
@@ -89,6 +90,7 @@ pub struct Node {
     process: QemuProcess,
     qmp: Qmp,
     beacon: beacon::Reader<AsyncUnixStream>,
+    agent: tokio::sync::Mutex<Agent<AsyncUnixStream>>,
     started: Instant,
 }
 
@@ -119,13 +121,16 @@ impl Node {
         let qmp_l = listen(&d.qmp_socket()).map_err(setup("binding the QMP socket"))?;
         let console_l = listen(&d.console_socket()).map_err(setup("binding the console socket"))?;
         let beacon_l = listen(&d.beacon_socket()).map_err(setup("binding the beacon socket"))?;
+        let agent_l = listen(&d.agent_socket()).map_err(setup("binding the agent socket"))?;
         plan.machine.qmp = Endpoint::Fd(qmp_l.as_raw_fd());
         plan.machine.console = Endpoint::Fd(console_l.as_raw_fd());
         plan.machine.beacon = Endpoint::Fd(beacon_l.as_raw_fd());
+        plan.machine.agent = Endpoint::Fd(agent_l.as_raw_fd());
         let qmp_stream = connect(&d.qmp_socket()).map_err(setup("connecting to QMP"))?;
         let beacon_stream = connect(&d.beacon_socket()).map_err(setup("connecting to the beacon"))?;
+        let agent_stream = connect(&d.agent_socket()).map_err(setup("connecting to the agent"))?;
 
-        let mut fds = vec![qmp_l.as_raw_fd(), console_l.as_raw_fd(), beacon_l.as_raw_fd()];
+        let mut fds = vec![qmp_l.as_raw_fd(), console_l.as_raw_fd(), beacon_l.as_raw_fd(), agent_l.as_raw_fd()];
         if let (Some(nic), Some(tap)) = (plan.machine.nic.as_mut(), tap.as_ref()) {
             nic.tap_fd = Some(tap.as_raw_fd());
             fds.push(tap.as_raw_fd());
@@ -141,7 +146,7 @@ impl Node {
         let mut process =
             QemuProcess::spawn(qemu, &args, &fds, &d.qemu_log()).map_err(|source| NodeError::Spawn { node: node.clone(), source })?;
         // QEMU has its own copies of the listeners and the tap now.
-        drop((qmp_l, console_l, beacon_l, tap));
+        drop((qmp_l, console_l, beacon_l, agent_l, tap));
         tracing::info!(node = %node, pid = process.pid(), "QEMU started");
 
         let qmp = tokio::select! {
@@ -159,7 +164,8 @@ impl Node {
                 return Err(died(&plan, &process, status));
             }
         };
-        Ok(Node { plan, process, qmp, beacon: beacon::Reader::new(beacon_stream), started })
+        let agent = tokio::sync::Mutex::new(Agent::new(agent_stream));
+        Ok(Node { plan, process, qmp, beacon: beacon::Reader::new(beacon_stream), agent, started })
     }
 
     /// Node name.
@@ -220,6 +226,11 @@ impl Node {
     /// Whether QEMU is still alive.
     pub fn alive(&mut self) -> bool {
         self.process.try_status().is_none()
+    }
+
+    /// Asks the guest agent to step the clock to now and reseed the RNG with `entropy`.
+    pub async fn agent_fixup(&self, entropy: &[u8], timeout: Duration) -> Result<(), AgentError> {
+        self.agent.lock().await.fixup(entropy, timeout).await
     }
 
     /// Pauses the vCPUs (the first half of a consistent cut of the cluster).

@@ -86,6 +86,7 @@ pub fn plan(launch: &Launch, image: &Image, dir: &ClusterDir) -> Result<Plan, Su
                 console: Endpoint::Path(nd.console_socket()),
                 console_log: nd.serial_log(),
                 beacon: Endpoint::Path(nd.beacon_socket()),
+                agent: Endpoint::Path(nd.agent_socket()),
                 authorized_keys: Some(dir.ssh_dir().join("id_ed25519.pub")),
                 nic: Some(Nic { tap_fd: None, mac: mac_string(&net.mac) }),
                 vnc: Some(nd.vnc_socket()),

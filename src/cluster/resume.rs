@@ -1,17 +1,18 @@
 //! Resuming a frozen cluster: every node's QEMU loads its saved RAM and device state, all vCPUs
-//! continue at nearly the same moment, then each guest gets fix-ups a saved machine needs: its
-//! clock stepped to now and fresh entropy mixed into its RNG.
+//! continue at nearly the same moment, then each guest gets fix-ups a saved machine needs from kvci's
+//! guest agent: its clock stepped to now and fresh entropy mixed into its RNG.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use kvci_net::netns::NetNs;
 
 use crate::cluster::node::Node;
 use crate::cluster::plan::NodePlan;
+use crate::cluster::readiness;
 
 /// `major.minor.micro` from a QMP greeting.
 pub fn qemu_version(greeting: &serde_json::Value) -> String {
@@ -46,40 +47,25 @@ pub async fn load_node(qemu: &Path, plan: NodePlan, tap: Option<OwnedFd>, expect
     Ok(node)
 }
 
-/// After `cont`: one ssh session (which proves sshd answers) steps the clock to the host's and
-/// mixes fresh entropy into the RNG, in a single command.
-pub async fn fix_up(name: &str, ns: &Arc<NetNs>, ip: std::net::Ipv4Addr, key: &Path, deadline: tokio::time::Instant) -> Result<()> {
+/// After `cont`: kvci's guest agent steps the clock to the host's and mixes fresh entropy into
+/// the RNG (the cloud kernel has no vmgenid driver), while sshd is checked to answer. The agent
+/// was waiting in `read` when the node was frozen, so this takes milliseconds, not an ssh
+/// handshake.
+pub async fn fix_up(node: &Node, ns: &Arc<NetNs>, deadline: tokio::time::Instant) -> Result<()> {
     let t = std::time::Instant::now();
-    let mut backoff = Duration::from_millis(20);
-    // sshd was running when the node was frozen: retry only for the moment the NIC needs.
-    let mut s = loop {
-        let attempt = async {
-            let stream = kvci_net::forward::connect_inside(ns.clone(), (ip, 22).into()).await?;
-            anyhow::Ok(crate::ssh::client::connect(stream, "root", key).await?)
-        };
-        match tokio::time::timeout_at(deadline, attempt).await {
-            Ok(Ok(s)) => break s,
-            Ok(Err(e)) if tokio::time::Instant::now() + backoff < deadline => {
-                tracing::debug!(node = name, error = %e, "resume: ssh not yet");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-            }
-            Ok(Err(e)) => return Err(e.context(format!("{name}: no ssh after resume"))),
-            Err(_) => bail!("{name}: no ssh after resume before the deadline"),
-        }
-    };
-    tracing::info!(node = name, ms = t.elapsed().as_millis() as u64, "resume: ssh session open");
+    let name = node.name();
     let mut entropy = vec![0u8; 64];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut entropy)?;
-    // Rounded to the nearest second: busybox date takes whole seconds only. Writing to
-    // /dev/urandom mixes the bytes in (the cloud kernel has no vmgenid driver).
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64().round() as u64;
-    let out = s.exec(&format!("date -u -s @{now} >/dev/null && cat > /dev/urandom"), Some(entropy)).await?;
-    if out.exit_code != 0 {
-        bail!("{name}: fix-ups after resume failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let _ = s.close().await;
-    tracing::info!(node = name, ms = t.elapsed().as_millis() as u64, "resume: fix-ups done");
+    let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let agent = async {
+        let r = node.agent_fixup(&entropy, budget).await;
+        tracing::info!(node = name, ms = t.elapsed().as_millis() as u64, "resume: clock and RNG fixed up");
+        r
+    };
+    let (fixed, sshd) = tokio::join!(agent, readiness::wait_sshd(name, ns, node.plan.ip, deadline));
+    fixed.with_context(|| format!("{name}: fix-ups after resume failed"))?;
+    sshd?;
+    tracing::info!(node = name, ms = t.elapsed().as_millis() as u64, "resume: sshd answers");
     Ok(())
 }
 

@@ -74,10 +74,12 @@ pub fn build(store: &Store, provider: &Loaded, spec: &DebootstrapBase, id: &str,
         cp.arg("-a").arg(format!("{}/.", provider.dir.join(overlay).display())).arg(&root);
         run("cp", &mut cp)?;
     }
-    let beacon = root.join("usr/libexec/kvci/beacon");
-    std::fs::create_dir_all(beacon.parent().unwrap_or(&root))?;
-    std::fs::write(&beacon, super::BEACON)?;
-    std::fs::set_permissions(&beacon, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    for (path, data) in super::GUEST_TOOLS {
+        let file = root.join(path);
+        std::fs::create_dir_all(file.parent().unwrap_or(&root))?;
+        std::fs::write(&file, data)?;
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
     for unit in &spec.services {
         run(&format!("systemctl enable {unit}"), Command::new("chroot").arg(&root).args(["systemctl", "enable", unit]))?;
     }

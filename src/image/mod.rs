@@ -17,6 +17,11 @@ use anyhow::{bail, Result};
 /// The guest's readiness beacon (`firmware/beacon`), installed by every image kvci builds at
 /// `/usr/libexec/kvci/beacon`.
 pub const BEACON: &[u8] = include_bytes!("../../firmware/beacon");
+/// The guest agent (`firmware/agent`) at `/usr/libexec/kvci/agent`: answers the host on the
+/// virtio-serial port `org.kvci.agent` (clock and RNG fix-ups after a resume).
+pub const AGENT: &[u8] = include_bytes!("../../firmware/agent");
+/// kvci's guest programs, by path in the guest.
+pub const GUEST_TOOLS: [(&str, &[u8]); 2] = [("usr/libexec/kvci/beacon", BEACON), ("usr/libexec/kvci/agent", AGENT)];
 
 use crate::paths::Dirs;
 use store::{Image, Store};

@@ -258,8 +258,11 @@ impl Loaded {
         let mut d = super::digest::LayerDigest::default();
         let mut feed = |name: &str, data: &[u8]| d.feed(name, data);
         // Bumped when what kvci writes into a layer or its manifest changes.
-        feed("layer-format", b"2");
+        feed("layer-format", b"3");
         feed("base", base_id.as_bytes());
+        for (path, data) in super::GUEST_TOOLS {
+            feed(path, data);
+        }
         feed(RECIPE_FILE, &std::fs::read(self.dir.join(RECIPE_FILE))?);
         if let Base::Debootstrap(DebootstrapBase { rootfs: Some(r), .. }) = &self.recipe.base {
             let mut all = Vec::new();

@@ -42,6 +42,7 @@ const ROOTFS: &[File] = &[
     rootfs_file!("etc/nsswitch.conf", 0o644),
     rootfs_file!("etc/hosts", 0o644),
     File { path: "usr/libexec/kvci/beacon", data: crate::image::BEACON, mode: 0o755 },
+    File { path: "usr/libexec/kvci/agent", data: crate::image::AGENT, mode: 0o755 },
     rootfs_file!("usr/share/udhcpc/default.script", 0o755),
 ];
 

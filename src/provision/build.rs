@@ -133,20 +133,23 @@ fn import_base(store: &Store, provider: &Loaded, opts: &BuildOptions) -> Result<
     Ok(image)
 }
 
-/// The base named `name`: from the store, or built from its provider folder if it has one.
+/// The base named `name`: built (or found up to date) from its provider folder if it has one,
+/// so a changed base recipe never leaves a stale base under a new layer; otherwise from the
+/// store (an imported or frozen image).
 fn base_image(dirs: &Dirs, name: &str, opts: &BuildOptions) -> Result<Image> {
     let store = Store::open(&dirs.images())?;
     if name == crate::image::tiny::NAME {
         return crate::image::resolve(dirs, name);
     }
-    if let Some(img) = store.get(name)? {
-        return Ok(img);
-    }
     let recipes = crate::image::provider::recipes_dir();
-    let bare = name.split(':').next().unwrap_or(name);
-    let loaded = crate::image::provider::load(&recipes, bare).with_context(|| format!("base image {name:?} is not in the store"))?;
-    eprintln!("kvci: building base image {bare} first");
-    build(dirs, &loaded, &BuildOptions { tag: "latest".into(), compact: false, force: false, ..opts.clone() })
+    let (bare, tag) = name.split_once(':').unwrap_or((name, "latest"));
+    if recipes.join(bare).join(crate::image::provider::RECIPE_FILE).is_file() {
+        let loaded = crate::image::provider::load(&recipes, bare)?;
+        return build(dirs, &loaded, &BuildOptions { tag: tag.into(), compact: false, force: false, ..opts.clone() });
+    }
+    store.get(name)?.with_context(|| {
+        format!("base image {name:?} is neither in the store nor a provider under {}: build or import it first", recipes.display())
+    })
 }
 
 async fn run(store: &Store, provider: &Loaded, base: &Image, id: &str, name: &str, opts: &BuildOptions) -> Result<Image> {

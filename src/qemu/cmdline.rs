@@ -10,6 +10,8 @@ use crate::accel::Accel;
 
 /// Name of the virtio-serial port the guest reports readiness on.
 pub const BEACON_PORT: &str = "org.kvci.beacon";
+/// Name of the virtio-serial port kvci's guest agent answers on.
+pub const AGENT_PORT: &str = "org.kvci.agent";
 /// fw_cfg name under which the guest finds its authorized ssh keys.
 pub const FW_CFG_AUTHORIZED_KEYS: &str = "opt/org.kvci/authorized_keys";
 
@@ -56,6 +58,8 @@ pub struct NodeMachine {
     pub console_log: PathBuf,
     /// The readiness beacon socket.
     pub beacon: Endpoint,
+    /// The guest agent socket.
+    pub agent: Endpoint,
     /// A file with the ssh public keys to hand the guest through fw_cfg.
     pub authorized_keys: Option<PathBuf>,
     /// The node's NIC on the cluster network.
@@ -183,11 +187,14 @@ pub fn qmp_args(qmp: &Endpoint) -> Vec<String> {
     v
 }
 
-/// The virtio-serial port the guest writes its readiness to.
-pub fn beacon_args(beacon: &Endpoint) -> Vec<String> {
+/// The virtio-serial ports: the guest writes its readiness to one and answers kvci's requests
+/// on the other.
+pub fn serial_port_args(beacon: &Endpoint, agent: &Endpoint) -> Vec<String> {
     let mut v = owned(&["-device", "virtio-serial-pci,id=vser0"]);
     v.extend(chardev_socket("beacon", beacon, ""));
     v.extend(["-device".into(), format!("virtserialport,bus=vser0.0,chardev=beacon,name={BEACON_PORT}")]);
+    v.extend(chardev_socket("agent", agent, ""));
+    v.extend(["-device".into(), format!("virtserialport,bus=vser0.0,chardev=agent,name={AGENT_PORT}")]);
     v
 }
 
@@ -234,7 +241,7 @@ pub fn node_args(m: &NodeMachine) -> Vec<String> {
     v.extend(rng_args());
     v.extend(serial_args(&m.console, &m.console_log));
     v.extend(qmp_args(&m.qmp));
-    v.extend(beacon_args(&m.beacon));
+    v.extend(serial_port_args(&m.beacon, &m.agent));
     if let Some(keys) = &m.authorized_keys {
         v.extend(fw_cfg_keys_args(keys));
     }
@@ -306,9 +313,11 @@ mod tests {
     }
 
     #[test]
-    fn beacon_is_a_named_virtio_serial_port() {
-        let a = beacon_args(&Endpoint::Fd(9));
-        assert_eq!(a.last().unwrap(), "virtserialport,bus=vser0.0,chardev=beacon,name=org.kvci.beacon");
+    fn beacon_and_agent_are_named_virtio_serial_ports() {
+        let a = serial_port_args(&Endpoint::Fd(9), &Endpoint::Fd(10));
+        assert!(a.contains(&"virtserialport,bus=vser0.0,chardev=beacon,name=org.kvci.beacon".to_string()));
+        assert_eq!(a.last().unwrap(), "virtserialport,bus=vser0.0,chardev=agent,name=org.kvci.agent");
+        assert_eq!(a.iter().filter(|x| x.starts_with("virtio-serial-pci")).count(), 1);
     }
 
     #[test]
@@ -332,6 +341,7 @@ mod tests {
             console: Endpoint::Fd(4),
             console_log: "/c/node01/serial.log".into(),
             beacon: Endpoint::Fd(5),
+            agent: Endpoint::Fd(7),
             authorized_keys: Some("/c/authorized_keys".into()),
             nic: Some(Nic { tap_fd: Some(6), mac: "52:55:00:d1:55:01".into() }),
             vnc: None,

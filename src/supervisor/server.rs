@@ -280,9 +280,8 @@ async fn resume_all(
     for n in &nodes {
         n.resume().await?;
     }
-    let key = dir.ssh_dir().join("id_ed25519");
     let deadline = tokio::time::Instant::now() + timeout;
-    let fixes = join_all(nodes.iter().map(|n| resume::fix_up(n.name(), network.ns(), n.plan.ip, &key, deadline))).await;
+    let fixes = join_all(nodes.iter().map(|n| resume::fix_up(n, network.ns(), deadline))).await;
     if let Some(e) = fixes.into_iter().find_map(Result::err) {
         stop_all(nodes).await;
         return Err(e);
