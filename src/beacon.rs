@@ -77,7 +77,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 // Skip the rest of an oversized line.
                 self.malformed += 1;
                 let mut sink = Vec::new();
-                (&mut self.inner).read_until(b'\n', &mut sink).await?;
+                self.inner.read_until(b'\n', &mut sink).await?;
                 continue;
             }
             let line = buf.strip_suffix(b"\n").unwrap_or(&buf);

@@ -42,7 +42,7 @@ impl Subnet {
         if prefix > 32 {
             return Err(syntax());
         }
-        if prefix > 24 || prefix < 8 {
+        if !(8..=24).contains(&prefix) {
             return Err(SubnetError::TooSmall(text.to_string()));
         }
         let mask = u32::MAX << (32 - prefix);

@@ -299,11 +299,8 @@ mod tests {
         tokio::spawn(fake_peer(b, move |req| match req["execute"].as_str().unwrap() {
             "qmp_capabilities" => vec![ok(req, serde_json::json!({}))],
             // Hold the first query, answer both when the second arrives, second first.
-            _ => match { let first = held.lock().unwrap().take(); first } {
-                None => {
-                    *held.lock().unwrap() = Some(req.clone());
-                    vec![]
-                }
+            _ => match held.lock().unwrap().replace(req.clone()) {
+                None => vec![],
                 Some(first) => vec![
                     ok(req, serde_json::json!({"running": false, "status": "paused"})),
                     ok(&first, serde_json::json!({"running": true, "status": "running"})),

@@ -196,6 +196,7 @@ fn random_token() -> String {
 
 /// Overlays, then every node started and awaited in parallel. On any failure all nodes are
 /// stopped and the error of the first failing node is returned.
+#[allow(clippy::too_many_arguments)]
 async fn bring_up(
     qemu: &Path,
     plans: Vec<NodePlan>,
