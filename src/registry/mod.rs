@@ -26,3 +26,29 @@ pub const PORT: u16 = 5000;
 
 pub use server::serve;
 pub use storage::Storage;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+
+use anyhow::Context;
+use kvci_net::netns::NetNs;
+use tokio::sync::watch;
+
+/// Binds `<bridge>:5000` inside the cluster's namespace and serves the registry in `dir` from
+/// the calling runtime until `stop` turns true or its sender is dropped.
+pub fn start(ns: &NetNs, bridge: Ipv4Addr, dir: &Path, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let storage = Storage::open(dir).with_context(|| format!("opening the registry in {}", dir.display()))?;
+    let addr = SocketAddrV4::new(bridge, PORT);
+    let listener = ns
+        .run(|| {
+            let l = std::net::TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>(l)
+        })
+        .context("entering the cluster namespace")?
+        .with_context(|| format!("binding the registry on {addr}"))?;
+    let listener = tokio::net::TcpListener::from_std(listener).context("registering the registry listener")?;
+    tokio::spawn(serve(listener, storage, stop));
+    tracing::info!(%addr, dir = %dir.display(), "cluster registry up");
+    Ok(())
+}

@@ -63,14 +63,17 @@ fn io_err(e: io::Error) -> RegistryError {
 }
 
 impl Storage {
-    /// Opens (creating) the registry at `root`, removing stale uploads.
+    /// Opens the registry at `root`, removing stale uploads. Directories are made on the first
+    /// write, so a cluster that never pushes leaves nothing behind.
     pub fn open(root: &Path) -> io::Result<Storage> {
         let s = Storage { root: root.to_path_buf() };
-        for d in [s.root.join("blobs/sha256"), s.uploads(), s.root.join("repositories")] {
-            fs::create_dir_all(&d)?;
-        }
+        let uploads = match fs::read_dir(s.uploads()) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(s),
+            Err(e) => return Err(e),
+        };
         let now = SystemTime::now();
-        for e in fs::read_dir(s.uploads())?.filter_map(|e| e.ok()) {
+        for e in uploads.filter_map(|e| e.ok()) {
             let old = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_UPLOAD);
             if old {
                 let _ = fs::remove_file(e.path());
@@ -114,6 +117,7 @@ impl Storage {
     /// Starts an upload for `repo`.
     pub fn start_upload(&self, repo: &str) -> Result<Upload> {
         let id = random_id();
+        fs::create_dir_all(self.uploads()).map_err(io_err)?;
         let file = File::options().write(true).create_new(true).open(self.uploads().join(&id)).map_err(io_err)?;
         Ok(Upload { id, repo: repo.to_string(), file, hasher: Sha256::new(), size: 0 })
     }
@@ -136,7 +140,11 @@ impl Storage {
             let _ = fs::remove_file(&path);
             return Ok(());
         }
-        fs::rename(&path, self.blob_path(expected)).map_err(io_err)
+        let dest = self.blob_path(expected);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(io_err)?;
+        }
+        fs::rename(&path, dest).map_err(io_err)
     }
 
     /// Abandons an upload.
@@ -148,8 +156,8 @@ impl Storage {
 
     /// Writes `data` to `dest` through a temporary file in `uploads/` and a rename.
     fn write_atomic(&self, dest: &Path, data: &[u8]) -> Result<()> {
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(io_err)?;
+        for dir in [dest.parent(), Some(self.uploads().as_path())].into_iter().flatten() {
+            fs::create_dir_all(dir).map_err(io_err)?;
         }
         let tmp = self.uploads().join(format!("tmp-{}", random_id()));
         let written = File::create(&tmp).and_then(|mut f| {
@@ -298,7 +306,16 @@ mod tests {
     }
 
     fn entries(dir: &Path) -> usize {
-        fs::read_dir(dir).unwrap().count()
+        fs::read_dir(dir).map_or(0, |rd| rd.count())
+    }
+
+    #[test]
+    fn nothing_is_created_until_something_is_written() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Storage::open(&t.path().join("reg")).unwrap();
+        assert_eq!(s.catalog().unwrap(), Vec::<String>::new());
+        assert_eq!(s.blob_size(&Digest::of(b"")), None);
+        assert!(!t.path().join("reg").exists());
     }
 
     #[test]
