@@ -35,6 +35,8 @@ pub struct Checked {
     pub media_type: String,
     /// Config and layers (image manifests) or child manifests (indexes): all must exist.
     pub references: Vec<Referenced>,
+    /// The references are manifests (an index), which must be in the same repository.
+    pub is_index: bool,
 }
 
 #[derive(Deserialize)]
@@ -92,7 +94,8 @@ pub fn check(content_type: Option<&str>, body: &[u8]) -> Result<Checked> {
         }
         Ok(())
     };
-    if media_type == OCI_INDEX || media_type == DOCKER_LIST {
+    let is_index = media_type == OCI_INDEX || media_type == DOCKER_LIST;
+    if is_index {
         let manifests = raw.manifests.as_ref().ok_or_else(|| invalid("an index needs a manifests array"))?;
         manifests.iter().try_for_each(&mut add)?;
     } else {
@@ -101,7 +104,7 @@ pub fn check(content_type: Option<&str>, body: &[u8]) -> Result<Checked> {
         add(config)?;
         layers.iter().try_for_each(&mut add)?;
     }
-    Ok(Checked { media_type, references })
+    Ok(Checked { media_type, references, is_index })
 }
 
 fn is_known(media_type: &str) -> bool {

@@ -183,8 +183,11 @@ impl Storage {
                 return Err(RegistryError::new(Code::DigestInvalid, format!("manifest hashes to {digest}, not {d}")));
             }
         }
+        let repo = self.repo(name);
         for r in &checked.references {
-            match self.blob_size(&r.digest) {
+            // An index's children are fetched from this repository, so they must be linked here.
+            let linked = !checked.is_index || repo.join("_manifests").join(r.digest.hex()).is_file();
+            match self.blob_size(&r.digest).filter(|_| linked) {
                 None => {
                     return Err(RegistryError::new(Code::ManifestBlobUnknown, format!("manifest references {}, which is not in the registry", r.digest)))
                 }
@@ -200,7 +203,6 @@ impl Storage {
         if self.blob_size(&digest).is_none() {
             self.write_atomic(&self.blob_path(&digest), body)?;
         }
-        let repo = self.repo(name);
         self.write_atomic(&repo.join("_manifests").join(digest.hex()), checked.media_type.as_bytes())?;
         if let Reference::Tag(tag) = reference {
             self.write_atomic(&repo.join("_tags").join(tag), digest.to_string().as_bytes())?;
@@ -394,6 +396,21 @@ mod tests {
         let d = s.put_manifest("r", &Reference::Digest(Digest::of(&m)), Some(OCI_MANIFEST), &m).unwrap();
         assert_eq!(s.tags("r").unwrap(), Vec::<String>::new());
         assert_eq!(s.get_manifest("r", &Reference::Digest(d)).unwrap().0, OCI_MANIFEST);
+    }
+
+    #[test]
+    fn an_index_needs_its_manifests_in_the_same_repository() {
+        let (_t, s) = store();
+        let config = upload(&s, b"{}");
+        let m = image(&config, 2, &[]);
+        let d = s.put_manifest("one", &Reference::Tag("t".into()), Some(OCI_MANIFEST), &m).unwrap();
+        let index = serde_json::json!({ "schemaVersion": 2, "mediaType": manifest::OCI_INDEX,
+            "manifests": [{ "mediaType": OCI_MANIFEST, "digest": d.to_string(), "size": m.len() }] })
+        .to_string();
+        let e = s.put_manifest("two", &Reference::Tag("multi".into()), Some(manifest::OCI_INDEX), index.as_bytes()).unwrap_err();
+        assert_eq!(e.code, Code::ManifestBlobUnknown);
+        s.put_manifest("one", &Reference::Tag("multi".into()), Some(manifest::OCI_INDEX), index.as_bytes()).unwrap();
+        assert_eq!(s.tags("one").unwrap(), ["multi", "t"]);
     }
 
     #[test]
