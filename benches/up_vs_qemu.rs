@@ -52,6 +52,7 @@ fn bare_round(data: &Path, qemu: &Path) -> Duration {
             subnet: kvci_net::topology::DEFAULT_SUBNET.into(),
             ports: Default::default(),
             dns_upstreams: vec![],
+            registry_dir: None,
         },
         accel: Decision { accel: kvci::accel::Accel::Tcg, reason: "bench".into() },
     };

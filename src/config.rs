@@ -36,6 +36,10 @@ pub struct ClusterSpec {
     pub ports: FixedPorts,
     /// DNS servers for names outside the cluster; empty means the host's `/etc/resolv.conf`.
     pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// Where the cluster registry keeps its blobs (`--registry-dir`); `None` is the default
+    /// under the data directory, kept across `down`/`up` of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_dir: Option<std::path::PathBuf>,
 }
 
 /// What is wrong with a spec.
@@ -193,6 +197,7 @@ mod tests {
             subnet: "192.168.66.0/24".into(),
             ports: FixedPorts::default(),
             dns_upstreams: vec![],
+            registry_dir: None,
         }
     }
     const HOST: HostLimits = HostLimits { memory_mib: 24 * 1024 };

@@ -15,6 +15,7 @@ pub mod image;
 pub mod paths;
 pub mod ports;
 pub mod provision;
+pub mod registry;
 pub mod qemu;
 pub mod rootless;
 pub mod ssh;

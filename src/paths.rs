@@ -54,6 +54,12 @@ impl Dirs {
     pub fn clusters(&self) -> PathBuf {
         self.data.join("clusters")
     }
+
+    /// The default registry directory of cluster `name`: outside `clusters/`, so its blobs
+    /// survive `down` and are there again at the next `up` of that name.
+    pub fn registry(&self, name: &str) -> PathBuf {
+        self.data.join("registries").join(name)
+    }
 }
 
 #[cfg(test)]

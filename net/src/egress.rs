@@ -6,12 +6,21 @@
 //! Why a proxy and not veth + masquerade: it needs nothing in the host namespace — no veth, no
 //! NAT rule, no `ip_forward` change — so a killed supervisor leaks nothing and the rootless path
 //! is the same code. The cost: only TCP leaves the cluster (DNS is forwarded separately).
+//!
+//! Requests for the cluster itself (`registry:5000`, `node02:80`, an address in the subnet)
+//! are connected from inside the namespace: guest tools that send everything to the proxy
+//! (busybox wget ignores `no_proxy`) still reach the cluster's own services.
 
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+use crate::netns::NetNs;
+use crate::topology::Subnet;
 
 /// The proxy's port on the bridge address.
 pub const PROXY_PORT: u16 = 3128;
@@ -48,6 +57,40 @@ pub enum ProxyError {
     /// Not `http://` or CONNECT.
     #[error("only CONNECT and http:// requests are proxied")]
     Unsupported,
+}
+
+/// What is inside the cluster: connections there are made from inside its namespace.
+#[derive(Clone)]
+pub struct Inside {
+    /// The cluster's namespace.
+    pub ns: Arc<NetNs>,
+    /// The cluster's subnet: every address in it is inside.
+    pub subnet: Subnet,
+    /// The cluster's DNS domain (`node02.<domain>` names node02 too).
+    pub domain: String,
+    /// Names the cluster's DNS answers itself (`nodeNN`, `registry`, …).
+    pub hosts: Vec<(String, Ipv4Addr)>,
+}
+
+impl Inside {
+    /// The address inside the cluster that `authority` (`host:port`) names, if it names one.
+    pub fn resolve(&self, authority: &str) -> Option<SocketAddr> {
+        let (host, port) = authority.rsplit_once(':')?;
+        let port: u16 = port.parse().ok()?;
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let ip = match host.parse::<Ipv4Addr>() {
+            Ok(ip) => {
+                let mask = u32::MAX << (32 - self.subnet.prefix);
+                (u32::from(ip) & mask == u32::from(self.subnet.network)).then_some(ip)?
+            }
+            Err(_) => {
+                let suffix = format!(".{}", self.domain.to_ascii_lowercase());
+                let short = host.strip_suffix(&suffix).unwrap_or(&host);
+                self.hosts.iter().find(|(n, _)| n.eq_ignore_ascii_case(short)).map(|(_, ip)| *ip)?
+            }
+        };
+        Some(SocketAddr::V4(SocketAddrV4::new(ip, port)))
+    }
 }
 
 /// Parses a complete request head (through the blank line).
@@ -90,13 +133,14 @@ pub fn parse_head(head: &[u8]) -> Result<Request, ProxyError> {
 }
 
 /// Serves the proxy on `listener` (bound inside the cluster's namespace) until `stop`.
-/// Upstream connections are made from the thread's (host) namespace.
-pub async fn serve(listener: TcpListener, mut stop: watch::Receiver<bool>) {
+/// Upstream connections are made from the thread's (host) namespace, except to what `inside`
+/// names.
+pub async fn serve(listener: TcpListener, inside: Option<Inside>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 if let Ok((client, _)) = accepted {
-                    tokio::spawn(handle(client));
+                    tokio::spawn(handle(client, inside.clone()));
                 }
             }
             _ = stop.changed() => return,
@@ -104,7 +148,7 @@ pub async fn serve(listener: TcpListener, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn handle(mut client: TcpStream) {
+async fn handle(mut client: TcpStream, inside: Option<Inside>) {
     let mut buf = Vec::with_capacity(4096);
     let end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -130,7 +174,10 @@ async fn handle(mut client: TcpStream) {
     let authority = match &request {
         Request::Connect { authority } | Request::Forward { authority, .. } => authority.clone(),
     };
-    let upstream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&authority)).await;
+    let upstream = match inside.as_ref().and_then(|i| Some((i.ns.clone(), i.resolve(&authority)?))) {
+        Some((ns, target)) => tokio::time::timeout(CONNECT_TIMEOUT, crate::forward::connect_inside(ns, target)).await,
+        None => tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&authority)).await,
+    };
     let mut upstream = match upstream {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -203,6 +250,54 @@ mod tests {
         }
     }
 
+    fn inside() -> Inside {
+        Inside {
+            ns: Arc::new(NetNs::current().unwrap()),
+            subnet: Subnet::parse("192.168.66.0/24").unwrap(),
+            domain: "c1".into(),
+            hosts: vec![("registry".into(), Ipv4Addr::new(192, 168, 66, 2)), ("node02".into(), Ipv4Addr::new(192, 168, 66, 102))],
+        }
+    }
+
+    #[test]
+    fn cluster_names_and_addresses_are_inside() {
+        let i = inside();
+        let at = |s: &str| Some(s.parse::<SocketAddr>().unwrap());
+        assert_eq!(i.resolve("registry:5000"), at("192.168.66.2:5000"));
+        assert_eq!(i.resolve("REGISTRY.c1.:5000"), at("192.168.66.2:5000"));
+        assert_eq!(i.resolve("node02.c1:22"), at("192.168.66.102:22"));
+        assert_eq!(i.resolve("192.168.66.77:80"), at("192.168.66.77:80"));
+        assert_eq!(i.resolve("192.168.67.1:80"), None);
+        assert_eq!(i.resolve("deb.debian.org:80"), None);
+        assert_eq!(i.resolve("registry.other:5000"), None);
+        assert_eq!(i.resolve("registry"), None);
+    }
+
+    /// A request for a cluster name reaches the address inside (here the test's own namespace
+    /// stands in for the cluster's, and the "registry" listens on loopback).
+    #[tokio::test]
+    async fn cluster_names_are_connected_inside() {
+        let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = origin.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = origin.accept().await.unwrap();
+            let mut buf = vec![0u8; 1024];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.0 200 OK\r\n\r\nfrom inside").await.unwrap();
+        });
+        let mut i = inside();
+        i.hosts.push(("myreg".into(), Ipv4Addr::LOCALHOST));
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_addr = proxy.local_addr().unwrap();
+        let (_stop_tx, stop) = watch::channel(false);
+        tokio::spawn(serve(proxy, Some(i), stop));
+        let mut c = TcpStream::connect(proxy_addr).await.unwrap();
+        c.write_all(format!("GET http://myreg:{port}/v2/ HTTP/1.1\r\nHost: myreg\r\n\r\n").as_bytes()).await.unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        assert!(out.ends_with("from inside"), "{out}");
+    }
+
     #[tokio::test]
     async fn proxy_relays_get_and_connect_on_loopback() {
         let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -220,7 +315,7 @@ mod tests {
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy_addr = proxy.local_addr().unwrap();
         let (_stop_tx, stop) = watch::channel(false);
-        tokio::spawn(serve(proxy, stop));
+        tokio::spawn(serve(proxy, None, stop));
 
         let mut c = TcpStream::connect(proxy_addr).await.unwrap();
         c.write_all(format!("GET http://{origin_addr}/hello HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();

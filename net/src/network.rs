@@ -109,7 +109,8 @@ impl ClusterNetwork {
                 tracing::error!(error = %e, "DHCP server stopped");
             }
         }));
-        tasks.push(tokio::spawn(egress::serve(proxy, stop_rx.clone())));
+        let inside = egress::Inside { ns: ns.clone(), subnet: topo.subnet, domain: topo.cluster.clone(), hosts: zone(&topo).hosts };
+        tasks.push(tokio::spawn(egress::serve(proxy, Some(inside), stop_rx.clone())));
         let dns_config = DnsConfig { zone: zone(&topo), upstreams: config.dns_upstreams.clone() };
         tasks.push(tokio::spawn(async move {
             if let Err(e) = dns::serve(dns_udp, dns_tcp, dns_config, stop_rx).await {

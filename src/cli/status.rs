@@ -57,6 +57,10 @@ pub fn run(dirs: &Dirs, a: StatusArgs) -> Result<ExitCode> {
                 ]);
             }
             println!("{t}");
+            if let Some(dir) = &s.registry_dir {
+                let port = s.ports.iter().find(|p| p.name == "registry").map(|p| p.host_port).unwrap_or_default();
+                println!("registry: registry:5000 from the nodes, 127.0.0.1:{port} from the host, blobs in {}", dir.display());
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

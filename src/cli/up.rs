@@ -71,6 +71,9 @@ pub struct UpArgs {
     /// DNS server for names outside the cluster, ADDR:PORT (repeatable) [default: /etc/resolv.conf's]
     #[arg(long, value_name = "ADDR:PORT")]
     pub dns_upstream: Vec<std::net::SocketAddr>,
+    /// Directory of the cluster registry (registry:5000) [default: DATA/registries/NAME, kept across down/up]
+    #[arg(long, value_name = "DIR")]
+    pub registry_dir: Option<std::path::PathBuf>,
     /// Stay attached: the cluster lives until Ctrl-C
     #[arg(long)]
     pub foreground: bool,
@@ -95,6 +98,14 @@ fn check_frozen(a: &UpArgs, f: &crate::image::store::FrozenManifest, memory: Opt
         bail!("image {} was frozen under {} and cannot resume under {} ({})", a.image, f.accel, decision.accel, decision.reason);
     }
     Ok(())
+}
+
+/// An absolute `--registry-dir` (the supervisor may run elsewhere), created now so a path that
+/// cannot be a directory fails `up` before anything boots.
+fn registry_dir(dir: &std::path::Path) -> Result<std::path::PathBuf> {
+    let dir = std::path::absolute(dir).with_context(|| format!("--registry-dir {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("--registry-dir {}: cannot create the directory", dir.display()))?;
+    Ok(dir)
 }
 
 /// Runs `vm up`.
@@ -137,6 +148,7 @@ pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
             }
         },
         dns_upstreams: a.dns_upstream.clone(),
+        registry_dir: a.registry_dir.as_deref().map(registry_dir).transpose()?,
     };
     if let Some(frozen) = &image.manifest.frozen {
         check_frozen(&a, frozen, memory_mib, &decision)?;

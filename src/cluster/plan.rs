@@ -128,6 +128,7 @@ mod tests {
                 subnet: "10.9.0.0/24".into(),
                 ports: Default::default(),
                 dns_upstreams: vec![],
+                registry_dir: None,
             },
             accel: Decision { accel: Accel::Tcg, reason: "test".into() },
         };

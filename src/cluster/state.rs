@@ -80,6 +80,9 @@ pub struct ClusterState {
     /// Forwarded host ports.
     #[serde(default)]
     pub ports: Vec<crate::ports::PortBinding>,
+    /// The cluster registry's directory.
+    #[serde(default)]
+    pub registry_dir: Option<std::path::PathBuf>,
 }
 
 /// An illegal phase change (a bug, reported rather than ignored).
@@ -137,6 +140,7 @@ mod tests {
             accel: Decision { accel: Accel::Tcg, reason: "test".into() },
             nodes: vec![NodeRecord { name: "node01".into(), state: NodeState::Starting, pid: Some(2), ready_secs: None, ip: "192.168.66.101".into() }],
             ports: vec![],
+            registry_dir: None,
         }
     }
 

@@ -173,6 +173,7 @@ async fn run(store: &Store, provider: &Loaded, base: &Image, id: &str, name: &st
             subnet: kvci_net::topology::DEFAULT_SUBNET.into(),
             ports: Default::default(),
             dns_upstreams: vec![],
+            registry_dir: None,
         },
         accel: decision,
     };

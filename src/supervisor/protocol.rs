@@ -66,6 +66,9 @@ pub struct ClusterStatus {
     pub nodes: Vec<NodeStatus>,
     /// Forwarded host ports.
     pub ports: Vec<crate::ports::PortBinding>,
+    /// Where the cluster registry (`registry:5000`) keeps its blobs.
+    #[serde(default)]
+    pub registry_dir: Option<std::path::PathBuf>,
 }
 
 /// One node as `vm status` shows it.

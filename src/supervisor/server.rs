@@ -117,6 +117,7 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
     crate::ssh::keys::ensure_keypair(&dir.ssh_dir()).context("creating the cluster's ssh key")?;
     // Host ports first: a taken port fails `up` before anything boots.
     let ports = forwards::bind(launch.spec.nodes, &launch.spec.ports, &image.manifest.ports)?;
+    let registry_dir = launch.spec.registry_dir.clone().unwrap_or_else(|| dirs.registry(dir.name()));
 
     let mut state = ClusterState {
         name: dir.name().to_string(),
@@ -130,6 +131,7 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
             .map(|n| NodeRecord { name: n.name.clone(), state: NodeState::Starting, pid: None, ready_secs: None, ip: n.ip.to_string() })
             .collect(),
         ports: ports.bindings(),
+        registry_dir: Some(registry_dir.clone()),
     };
     state.save(&dir.state())?;
     let _ = std::fs::remove_file(dir.control_socket());
@@ -146,6 +148,12 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
         .await
         .context("creating the cluster network")?;
     let mut network = network;
+    // Up before the nodes boot, so up hooks can pull from it; stops when this sender drops.
+    let (_stop_registry, registry_stop) = tokio::sync::watch::channel(false);
+    if let Err(e) = crate::registry::start(network.ns(), plan.topology.bridge_ip, &registry_dir, registry_stop) {
+        network.shutdown().await;
+        return Err(e.context("starting the cluster registry"));
+    }
     let uuids: Vec<String> = plan.nodes.iter().map(|n| n.machine.uuid.clone().unwrap_or_default()).collect();
     let nodes = match bring_up(&qemu, plan.nodes, timeout, reporter, &mut state, dir, &mut network, image.manifest.frozen.as_ref()).await {
         Ok(nodes) => nodes,
@@ -314,6 +322,7 @@ async fn status(state: &ClusterState, handles: &[NodeHandle]) -> ClusterStatus {
         supervisor_pid: state.supervisor_pid,
         nodes,
         ports: state.ports.clone(),
+        registry_dir: state.registry_dir.clone(),
     }
 }
 

@@ -1,0 +1,54 @@
+//! The cluster registry: an OCI distribution server (plain HTTP) that the supervisor serves on
+//! `<bridge>:5000` inside the cluster's namespace, so nodes pull from `registry:5000/…` and the
+//! host pushes through the `registry` forwarded port. Blobs live in a directory outside the
+//! cluster's own (see [`crate::paths::Dirs::registry`]), so they survive `down` and `up`.
+//!
+//! [`routes`] parses requests, [`reference`] validates names and digests, [`manifest`] checks
+//! manifests, [`storage`] keeps everything on disk, [`uploads`] streams bodies into it and
+//! [`server`] is the hyper service tying them together.
+
+pub mod body;
+pub mod errors;
+pub mod manifest;
+pub mod reference;
+pub mod routes;
+pub mod server;
+pub mod storage;
+pub mod uploads;
+
+#[cfg(test)]
+mod fuzz;
+#[cfg(test)]
+mod loopback_tests;
+
+/// The registry's port on the bridge address (`registry:5000`, like kubevirtci).
+pub const PORT: u16 = 5000;
+
+pub use server::serve;
+pub use storage::Storage;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+
+use anyhow::Context;
+use kvci_net::netns::NetNs;
+use tokio::sync::watch;
+
+/// Binds `<bridge>:5000` inside the cluster's namespace and serves the registry in `dir` from
+/// the calling runtime until `stop` turns true or its sender is dropped.
+pub fn start(ns: &NetNs, bridge: Ipv4Addr, dir: &Path, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let storage = Storage::open(dir).with_context(|| format!("opening the registry in {}", dir.display()))?;
+    let addr = SocketAddrV4::new(bridge, PORT);
+    let listener = ns
+        .run(|| {
+            let l = std::net::TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>(l)
+        })
+        .context("entering the cluster namespace")?
+        .with_context(|| format!("binding the registry on {addr}"))?;
+    let listener = tokio::net::TcpListener::from_std(listener).context("registering the registry listener")?;
+    tokio::spawn(serve(listener, storage, stop));
+    tracing::info!(%addr, dir = %dir.display(), "cluster registry up");
+    Ok(())
+}
