@@ -1,0 +1,186 @@
+//! Applying a container image's tar layers in order, extracting only the root-level files a
+//! caller wants (streamed into a staging directory, hashed on the way), with whiteouts of
+//! later layers deleting files of earlier ones. Nothing else is written: no links, no
+//! directories, no other paths, so an entry can never land outside the staging directory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::blob::{pump, HashingWriter};
+use super::tarsafe::{check_link, components, whiteout};
+
+/// The files extracted so far (name → sha256 of their contents), in a staging directory.
+pub struct Unpacker {
+    dir: PathBuf,
+    wanted: fn(&str) -> bool,
+    /// Skip links that are absolute or leave the root when the caller does not need them
+    /// (instead of refusing the layer).
+    pub skip_unsafe_links: bool,
+    files: BTreeMap<String, String>,
+}
+
+impl Unpacker {
+    /// Extracts root-level files for which `wanted` says yes into `dir`.
+    pub fn new(dir: &Path, wanted: fn(&str) -> bool) -> Unpacker {
+        Unpacker { dir: dir.to_path_buf(), wanted, skip_unsafe_links: false, files: BTreeMap::new() }
+    }
+
+    /// The files present after the layers applied so far, with their sha256.
+    pub fn files(&self) -> &BTreeMap<String, String> {
+        &self.files
+    }
+
+    /// The staged path of `name`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Applies one layer (an uncompressed tar stream); `what` names it in errors.
+    pub fn apply(&mut self, layer: impl Read, what: &str) -> Result<()> {
+        let mut archive = tar::Archive::new(layer);
+        let mut written: BTreeSet<String> = BTreeSet::new();
+        let mut whiteouts = Vec::new();
+        for entry in archive.entries().with_context(|| format!("{what} is not a tar archive"))? {
+            let mut entry = entry.with_context(|| format!("{what}: malformed tar entry"))?;
+            let kind = entry.header().entry_type();
+            if matches!(kind, tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink) {
+                continue;
+            }
+            let raw = entry.path_bytes().into_owned();
+            let path = components(&raw).with_context(|| format!("{what} is refused"))?;
+            let needed = matches!(path.as_slice(), [name] if (self.wanted)(name));
+            if kind.is_symlink() || kind.is_hard_link() {
+                let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
+                if let Err(e) = check_link(&path, &target, kind.is_hard_link()) {
+                    if needed || !self.skip_unsafe_links {
+                        return Err(anyhow::Error::new(e).context(format!(
+                            "{what} is refused (kvci never follows links out of an image; if the image is trusted and \
+                             the link is not one of the files kvci reads, --skip-unsafe-links ignores it)"
+                        )));
+                    }
+                }
+                if needed {
+                    bail!("{what}: /{} is a link; kvci needs a regular file there", path[0]);
+                }
+                continue;
+            }
+            if let Some(w) = whiteout(&path) {
+                whiteouts.push(w);
+                continue;
+            }
+            if !needed {
+                continue; // the tar reader skips its data
+            }
+            let name = path[0].clone();
+            if !(kind.is_file() || kind == tar::EntryType::GNUSparse) {
+                bail!("{what}: /{name} is a {kind:?} entry; kvci needs a regular file there");
+            }
+            let dest = self.dir.join(&name);
+            let file = File::create(&dest).with_context(|| format!("creating {}", dest.display()))?;
+            let mut out = HashingWriter::new(file);
+            pump(&mut entry, &mut out).with_context(|| format!("{what}: extracting /{name}"))?;
+            let (sha, _) = out.finish();
+            self.files.insert(name.clone(), sha);
+            written.insert(name);
+        }
+        // Whiteouts delete what lower layers had, never what this layer wrote itself.
+        let hidden: Vec<String> = self
+            .files
+            .keys()
+            .filter(|n| !written.contains(*n) && whiteouts.iter().any(|w| w.hides(std::slice::from_ref(*n))))
+            .cloned()
+            .collect();
+        for name in hidden {
+            self.files.remove(&name);
+            std::fs::remove_file(self.dir.join(&name)).with_context(|| format!("removing whited-out /{name}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// One tar entry for [`tar_of`].
+    pub enum E<'a> {
+        File(&'a str, &'a [u8]),
+        Dir(&'a str),
+        Symlink(&'a str, &'a str),
+        HardLink(&'a str, &'a str),
+    }
+
+    /// A tar archive of `entries`, paths written raw (so `..` survives).
+    pub fn tar_of(entries: &[E]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for e in entries {
+            let mut h = tar::Header::new_gnu();
+            let (path, kind, data, link): (&str, _, &[u8], Option<&str>) = match e {
+                E::File(p, d) => (p, tar::EntryType::Regular, d, None),
+                E::Dir(p) => (p, tar::EntryType::Directory, b"", None),
+                E::Symlink(p, t) => (p, tar::EntryType::Symlink, b"", Some(t)),
+                E::HardLink(p, t) => (p, tar::EntryType::Link, b"", Some(t)),
+            };
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            // Raw bytes: Header::set_path refuses `..`, and tests need such entries.
+            let name = &mut h.as_old_mut().name;
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            if let Some(t) = link {
+                h.as_old_mut().linkname[..t.len()].copy_from_slice(t.as_bytes());
+            }
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn wanted(n: &str) -> bool {
+        n.ends_with(".qcow2") || n == "vmlinuz"
+    }
+
+    #[test]
+    fn later_layers_replace_and_white_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut u = Unpacker::new(tmp.path(), wanted);
+        u.apply(&tar_of(&[E::Dir("usr"), E::File("usr/bin/qemu", b"elf"), E::File("/box.qcow2", b"box"), E::File("bogus.qcow2", b"x")])[..], "layer 1")
+            .unwrap();
+        u.apply(&tar_of(&[E::File("./disk01.qcow2", b"d1"), E::File("vmlinuz", b"k1")])[..], "layer 2").unwrap();
+        u.apply(&tar_of(&[E::File(".wh.bogus.qcow2", b""), E::File("vmlinuz", b"k2")])[..], "layer 3").unwrap();
+        assert_eq!(u.files().keys().collect::<Vec<_>>(), ["box.qcow2", "disk01.qcow2", "vmlinuz"]);
+        assert_eq!(std::fs::read(u.path("vmlinuz")).unwrap(), b"k2");
+        assert!(!tmp.path().join("bogus.qcow2").exists());
+        assert!(!tmp.path().join("usr").exists(), "unwanted files are never written");
+        // An opaque root deletes everything below, but not what its own layer brings.
+        u.apply(&tar_of(&[E::File("box.qcow2", b"new"), E::File(".wh..wh..opq", b"")])[..], "layer 4").unwrap();
+        assert_eq!(u.files().keys().collect::<Vec<_>>(), ["box.qcow2"]);
+        assert_eq!(std::fs::read(u.path("box.qcow2")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn escaping_paths_and_links_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut u = Unpacker::new(tmp.path(), wanted);
+        let err = u.apply(&tar_of(&[E::File("../escape.qcow2", b"x")])[..], "layer 1").unwrap_err();
+        assert!(format!("{err:#}").contains("`..`"), "{err:#}");
+        let err = u.apply(&tar_of(&[E::Symlink("etc/evil", "/etc/shadow")])[..], "layer 1").unwrap_err();
+        assert!(format!("{err:#}").contains("absolute"), "{err:#}");
+        let err = u.apply(&tar_of(&[E::Symlink("a/b", "../../x")])[..], "layer 1").unwrap_err();
+        assert!(format!("{err:#}").contains("leaves the image root"), "{err:#}");
+        let err = u.apply(&tar_of(&[E::HardLink("x", "../y")])[..], "layer 1").unwrap_err();
+        assert!(format!("{err:#}").contains("`..`") || format!("{err:#}").contains("leaves"), "{err:#}");
+        // Trusted images: links kvci does not read may be skipped; wanted names never.
+        u.skip_unsafe_links = true;
+        u.apply(&tar_of(&[E::Symlink("etc/evil", "/etc/shadow")])[..], "layer 1").unwrap();
+        assert!(u.apply(&tar_of(&[E::Symlink("box.qcow2", "/etc/shadow")])[..], "layer 1").is_err());
+        let err = u.apply(&tar_of(&[E::Symlink("box.qcow2", "disk01.qcow2")])[..], "layer 1").unwrap_err();
+        assert!(err.to_string().contains("regular file"), "{err}");
+        assert!(u.apply(&tar_of(&[E::Dir("box.qcow2")])[..], "layer 1").is_err());
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+}
