@@ -18,6 +18,8 @@ command -v ssh >/dev/null || need+=(openssh-client)
 command -v ip >/dev/null || need+=(iproute2)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+# Tests check kvci's OCI exports with a standard OCI tool.
+command -v skopeo >/dev/null || need+=(skopeo)
 
 # apt-get download (image builds) needs package lists; fresh machines may have none.
 lists_missing() { ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; }

@@ -184,3 +184,141 @@ pub(crate) mod tests {
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
     }
 }
+
+/// Bounded fuzzing of [`Unpacker::apply`], the code that reads layer tars from outside: random
+/// bytes and mutated valid layers (whiteouts, links, long names) must never panic, and whatever
+/// happens, the staging directory holds only wanted regular files. Fixed-seed xorshift.
+#[cfg(test)]
+mod fuzz {
+    use super::tests::{tar_of, E};
+    use super::*;
+
+    const RUNS: usize = 2_000;
+
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    fn wanted(n: &str) -> bool {
+        crate::oci::kubevirtci::wanted(n)
+    }
+
+    fn seeds() -> Vec<Vec<u8>> {
+        let mut long = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        let deep = format!("{}/box.qcow2", "d".repeat(150));
+        long.append_data(&mut h, &deep, &b"abc"[..]).unwrap();
+        long.append_data(&mut h, "box.qcow2", &b"box"[..]).unwrap();
+        vec![
+            tar_of(&[E::File("box.qcow2", b"QFI\xfb box"), E::File("disk01.qcow2", b"d1"), E::Dir("usr"), E::File("usr/bin/x", b"elf")]),
+            tar_of(&[E::File(".wh.disk01.qcow2", b""), E::File(".wh..wh..opq", b""), E::File("vmlinuz", b"kernel")]),
+            tar_of(&[E::Symlink("usr/lib/a", "../b"), E::HardLink("initrd.img", "vmlinuz"), E::File("kernel.args", b"console=ttyS0")]),
+            long.into_inner().unwrap(),
+        ]
+    }
+
+    /// Rewrites the checksum of the 512-byte header at `at`, so the parser goes past it.
+    fn fix_checksum(v: &mut [u8], at: usize) {
+        let block = &mut v[at..at + 512];
+        block[148..156].fill(b' ');
+        let sum: u32 = block.iter().map(|&b| u32::from(b)).sum();
+        block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    }
+
+    fn mutate(r: &mut XorShift, mut v: Vec<u8>) -> Vec<u8> {
+        if r.below(2) == 0 && v.len() >= 512 {
+            // Fields of one header, checksum kept valid: names, types, sizes, link targets.
+            let at = r.below(v.len() / 512) * 512;
+            for _ in 0..=r.below(4) {
+                let field = [0, 100, 124, 156, 157, 345][r.below(6)];
+                let i = at + field + r.below(12);
+                v[i] = [b'.', b'/', b'0', b'7', b'1', b'2', b'5', b'L', b'x', 0, r.next() as u8][r.below(11)];
+            }
+            fix_checksum(&mut v, at);
+            return v;
+        }
+        for _ in 0..=r.below(8) {
+            match r.below(4) {
+                0 if !v.is_empty() => {
+                    let i = r.below(v.len());
+                    v[i] = r.next() as u8;
+                }
+                1 if !v.is_empty() => {
+                    // Header fields are where parsers go wrong: hit the first block harder.
+                    let i = r.below(v.len().min(512));
+                    v[i] = r.next() as u8;
+                }
+                2 => v.truncate(r.below(v.len() + 1)),
+                _ => {
+                    let i = r.below(v.len() + 1);
+                    let junk: Vec<u8> = (0..r.below(64)).map(|_| r.next() as u8).collect();
+                    v.splice(i..i, junk);
+                }
+            }
+        }
+        v
+    }
+
+    /// Only wanted regular files, and exactly those the unpacker reports after success.
+    fn check_dir(dir: &Path, u: &Unpacker, ok: bool) {
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(e.file_type().unwrap().is_file(), "{name} is not a regular file");
+            assert!(wanted(&name), "unwanted {name} written");
+            names.push(name);
+        }
+        if ok {
+            names.sort();
+            assert_eq!(names, u.files().keys().cloned().collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn mutated_and_random_layers_never_panic_or_escape() {
+        let mut r = XorShift(0x2545_f491_4f6c_dd1d);
+        let seeds = seeds();
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut oks, mut errs) = (0, 0);
+        for run in 0..RUNS {
+            let dir = tmp.path().join(run.to_string());
+            std::fs::create_dir(&dir).unwrap();
+            let mut u = Unpacker::new(&dir, wanted);
+            u.skip_unsafe_links = r.below(2) == 0;
+            for _ in 0..=r.below(3) {
+                let input = if r.below(10) == 0 {
+                    (0..r.below(2048)).map(|_| r.next() as u8).collect()
+                } else {
+                    let seed = seeds[r.below(seeds.len())].clone();
+                    mutate(&mut r, seed)
+                };
+                let ok = u.apply(&input[..], "fuzzed layer").is_ok();
+                check_dir(&dir, &u, ok);
+                if !ok {
+                    errs += 1;
+                    break;
+                }
+                oks += 1;
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        // Both outcomes are exercised, or the mutations are too timid or too wild.
+        assert!(oks > RUNS / 10 && errs > RUNS / 10, "{oks} accepted, {errs} refused");
+    }
+}
