@@ -95,6 +95,30 @@ fn tiny_exports_as_a_layout_skopeo_reads_and_its_import_boots() {
 }
 
 #[test]
+fn frozen_cluster_exports_with_its_memory_and_resumes_in_another_store() {
+    tiny();
+    let c = TestCluster::up("it-oci-fz", &[]);
+    ok(run(&["vm", "freeze", "--name", "it-oci-fz", "--to", "it-oci-frozen"]));
+    drop(c);
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("frozen-oci");
+    ok(run(&["image", "export", "it-oci-frozen", "--oci", d.to_str().unwrap()]));
+    let raw = json(&ok(skopeo(&["inspect", "--raw", &format!("oci:{}", d.display())])));
+    let types: Vec<&str> = raw["layers"].as_array().unwrap().iter().map(|l| l["mediaType"].as_str().unwrap()).collect();
+    assert!(types.contains(&"application/vnd.kvci.memory.v1"), "{types:?}");
+    assert!(types.contains(&"application/vnd.kvci.ssh-key.v1"), "{types:?}");
+    assert_eq!(types.iter().filter(|t| **t == "application/vnd.kvci.disk.layer.v1.qcow2").count(), 2, "tiny's disk and node01's: {types:?}");
+
+    let other = tmp.path().join("other-store");
+    ok(kvci_at(&other, &["image", "import", d.to_str().unwrap()]));
+    let _c = OtherCluster(&other, "it-oci-resumed");
+    ok(kvci_at(&other, &["vm", "up", "--name", "it-oci-resumed", "--image", "it-oci-frozen", "--accel", "tcg"]));
+    let out = ok(kvci_at(&other, &["vm", "ssh", "--name", "it-oci-resumed", "node01", "--", "hostname"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "node01");
+    ok(run(&["image", "rm", "it-oci-frozen"]));
+}
+
+#[test]
 fn containerdisk_export_holds_the_flattened_disk_owned_by_qemu() {
     let tiny = tiny();
     let tmp = tempfile::tempdir().unwrap();

@@ -61,11 +61,14 @@ impl DiskInfo {
 
 /// Rewrites `disk`'s backing file name to `backing` (qcow2) without reading either
 /// (`qemu-img rebase -u`): for chains moved as a whole, whose data is already right.
+/// `-t unsafe`: no fdatasync, which would wait for the whole just-written file to reach the disk.
 pub fn set_backing(disk: &Path, backing: &Path) -> Result<(), DiskError> {
     QEMU_IMG
         .run([
             "rebase".as_ref(),
             "-u".as_ref(),
+            "-t".as_ref(),
+            "unsafe".as_ref(),
             "-f".as_ref(),
             "qcow2".as_ref(),
             "-F".as_ref(),

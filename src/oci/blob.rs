@@ -61,15 +61,20 @@ impl BlobWriter {
     pub fn finish(mut self) -> Result<BlobRef> {
         self.file.flush()?;
         let blob = BlobRef { sha256: format!("{:x}", self.hash.finalize()), size: self.size };
-        let dest = self.dir.join(&blob.sha256);
-        if dest.exists() {
-            return Ok(blob); // same bytes already there; the temp file is removed on drop
-        }
-        // Blobs are content, readable by whoever serves or copies the layout.
-        std::fs::set_permissions(self.file.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-        self.file.persist(&dest).with_context(|| format!("writing blob {}", dest.display()))?;
-        Ok(blob)
+        persist(self.file, &self.dir, blob)
     }
+}
+
+/// Names a finished temp blob by its digest.
+fn persist(file: tempfile::NamedTempFile, dir: &Path, blob: BlobRef) -> Result<BlobRef> {
+    let dest = dir.join(&blob.sha256);
+    if dest.exists() {
+        return Ok(blob); // same bytes already there; the temp file is removed on drop
+    }
+    // Blobs are content, readable by whoever serves or copies the layout.
+    std::fs::set_permissions(file.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    file.persist(&dest).with_context(|| format!("writing blob {}", dest.display()))?;
+    Ok(blob)
 }
 
 impl Write for BlobWriter {
@@ -91,12 +96,69 @@ pub fn canonical_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(&serde_json::to_value(value)?)?)
 }
 
-/// Copies `src` into a new blob: each chunk read once, hashed and written.
+/// Copies `src` into a new blob: each chunk read once, then hashed and written at the same time.
 pub fn copy_file_into(blobs_dir: &Path, src: &Path) -> Result<BlobRef> {
     let mut from = File::open(src).with_context(|| format!("opening {}", src.display()))?;
-    let mut blob = BlobWriter::new(blobs_dir)?;
-    pump(&mut from, &mut blob).with_context(|| format!("copying {} into {}", src.display(), blobs_dir.display()))?;
-    blob.finish()
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(blobs_dir)
+        .with_context(|| format!("creating a blob in {}", blobs_dir.display()))?;
+    let blob = copy_hashed(&mut from, tmp.as_file_mut()).with_context(|| format!("copying {} into {}", src.display(), blobs_dir.display()))?;
+    persist(tmp, blobs_dir, blob)
+}
+
+/// Buffers in flight between the reader/writer and the hashing thread.
+const IN_FLIGHT: usize = 3;
+
+/// Copies `r` to `w` and returns the sha256 and size of what passed. The hash runs on a
+/// second thread over the same buffers while this one writes: the two costs of a copy
+/// (hashing, and the kernel filling page cache) overlap instead of adding up.
+pub fn copy_hashed(r: &mut impl Read, w: &mut impl Write) -> std::io::Result<BlobRef> {
+    use std::sync::{mpsc, Arc};
+    let (to_hash, hash_rx) = mpsc::sync_channel::<(Arc<Vec<u8>>, usize)>(IN_FLIGHT);
+    let (back, back_rx) = mpsc::channel::<Arc<Vec<u8>>>();
+    std::thread::scope(|s| {
+        let hasher = s.spawn(move || {
+            let mut h = Sha256::new();
+            for (buf, n) in hash_rx {
+                h.update(&buf[..n]);
+                let _ = back.send(buf);
+            }
+            format!("{:x}", h.finalize())
+        });
+        let mut spare: Vec<Vec<u8>> = (0..IN_FLIGHT).map(|_| vec![0u8; BUF]).collect();
+        let mut size = 0u64;
+        let copied = loop {
+            // A buffer is reused once the hasher is done with it (this thread's write is too).
+            let mut buf = match spare.pop() {
+                Some(b) => b,
+                None => match back_rx.recv().ok().and_then(|a| Arc::try_unwrap(a).ok()) {
+                    Some(b) => b,
+                    None => break Err(std::io::Error::other("the hashing thread stopped")),
+                },
+            };
+            let n = match r.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    spare.push(buf);
+                    continue;
+                }
+                Err(e) => break Err(e),
+            };
+            let buf = Arc::new(buf);
+            if to_hash.send((buf.clone(), n)).is_err() {
+                break Err(std::io::Error::other("the hashing thread stopped"));
+            }
+            if let Err(e) = w.write_all(&buf[..n]) {
+                break Err(e);
+            }
+            size += n as u64;
+        };
+        drop(to_hash);
+        let sha256 = hasher.join().map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
+        copied.map(|()| BlobRef { sha256, size })
+    })
 }
 
 /// Writes `bytes` as a blob.
@@ -200,10 +262,21 @@ pub fn copy_verified(src: &Path, expected: &BlobRef, dest: &Path, what: &str) ->
     if len != expected.size {
         bail!("{what} is damaged: {} has {len} bytes, the manifest says {}; export or copy the image again", src.display(), expected.size);
     }
-    let mut r = HashingReader::new(file);
+    let mut file = file;
     let mut out = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
-    let copied = pump(&mut r, &mut out).with_context(|| format!("copying {what} to {}", dest.display()));
-    let checked = copied.and_then(|_| r.verify(expected, what));
+    let copied = copy_hashed(&mut file, &mut out).with_context(|| format!("copying {what} to {}", dest.display()));
+    let checked = copied.and_then(|got| {
+        if got != *expected {
+            bail!(
+                "{what} is damaged: expected sha256:{} ({} bytes), read sha256:{} ({} bytes); export or copy the image again",
+                expected.sha256,
+                expected.size,
+                got.sha256,
+                got.size
+            );
+        }
+        Ok(())
+    });
     if checked.is_err() {
         drop(out);
         let _ = std::fs::remove_file(dest);
@@ -240,6 +313,29 @@ mod tests {
         assert!(!dest.exists());
         let err = copy_verified(&dir.path().join("nope"), &b, &dest, "blob y").unwrap_err().to_string();
         assert!(err.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn pipelined_copy_hashes_what_it_writes() {
+        // Several buffers' worth, not a multiple of the buffer size.
+        let data: Vec<u8> = (0..(3 * BUF + 12_345)).map(|i| (i * 7 % 251) as u8).collect();
+        let mut out = Vec::new();
+        let got = copy_hashed(&mut &data[..], &mut out).unwrap();
+        assert_eq!(out, data);
+        assert_eq!(got, BlobRef { sha256: format!("{:x}", Sha256::digest(&data)), size: data.len() as u64 });
+        let empty = copy_hashed(&mut &b""[..], &mut Vec::new()).unwrap();
+        assert_eq!(empty.sha256, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        // A failing writer is reported, not hung on.
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk full"))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        assert!(copy_hashed(&mut &data[..], &mut Full).unwrap_err().to_string().contains("disk full"));
     }
 
     #[test]

@@ -106,6 +106,7 @@ pub fn unpack_layers(layout: &Layout, resolved: &Resolved, unpacker: &mut Unpack
     let n = resolved.manifest.layers().len();
     for (i, d) in resolved.manifest.layers().iter().enumerate() {
         let what = format!("layer {}/{n} ({})", i + 1, d.digest());
+        eprintln!("kvci: reading {what}, {} MiB", d.size() >> 20);
         let kind = media::tar_layer(&d.media_type().to_string()).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
         let path = layout.blob_path(d.digest().as_ref())?;
         let file = std::fs::File::open(&path).with_context(|| format!("{what} is missing ({}); copy the image again", path.display()))?;
