@@ -70,7 +70,7 @@ pub enum ImageCommand {
     ///
     ///     skopeo copy docker://quay.io/kubevirtci/k8s-1.30:TAG oci:./k8s:k8s-1.30
     ///     kvci image import ./k8s --skip-unsafe-links
-    ///     kvci vm up --image k8s-1.30
+    ///     kvci vm up --image k8s-1-30     # names are a-z, 0-9 and '-'
     ///
     /// Layers with `..` in a path, or with links that are absolute or leave the image root, are
     /// refused. kvci only ever writes the regular files above, never a link, so for a trusted
@@ -102,7 +102,7 @@ pub struct ImportArgs {
     /// Directory of the OCI image layout
     pub dir: std::path::PathBuf,
     /// Name in the store (NAME or NAME:TAG) [default: the exported image's name; for other
-    /// images the layout's tag]
+    /// images one made from the layout's tag]
     #[arg(long)]
     pub name: Option<String>,
     /// Which image of the layout (its tag), when it holds several

@@ -35,6 +35,22 @@ pub fn store_name(name: &str) -> Result<String> {
     Ok(format!("{base}:{tag}"))
 }
 
+/// A store name from a layout's tag, which may be a plain tag (`k8s-1.30`) or a whole
+/// reference (`quay.io/kubevirtci/k8s-1.30:2405`): the last path segment, lowercased, other
+/// characters turned into `-`.
+pub fn name_from_ref(r: &str) -> Option<String> {
+    let last = r.rsplit('/').next().unwrap_or(r);
+    let (base, tag) = last.split_once(':').unwrap_or((last, "latest"));
+    let clean = |s: &str, keep: fn(char) -> bool| -> String {
+        s.to_ascii_lowercase().chars().map(|c| if keep(c) { c } else { '-' }).collect::<String>().trim_matches('-').to_string()
+    };
+    let mut base = clean(base, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    base.truncate(32);
+    let base = base.trim_end_matches('-');
+    let tag = clean(tag, |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    store_name(&format!("{base}:{}", if tag.is_empty() { "latest" } else { &tag })).ok()
+}
+
 /// Imports the image of the layout at `dir` into `store`.
 pub fn import_layout(store: &Store, dir: &Path, opts: &ImportOptions) -> Result<Image> {
     let layout = Layout::open(dir)?;
@@ -54,7 +70,7 @@ pub fn import_layout(store: &Store, dir: &Path, opts: &ImportOptions) -> Result<
         None => {
             let name = match (&opts.name, &resolved.ref_name) {
                 (Some(n), _) => store_name(n)?,
-                (None, Some(r)) => store_name(r).with_context(|| format!("the layout's tag {r:?} is no image name: pass --name NAME"))?,
+                (None, Some(r)) => name_from_ref(r).with_context(|| format!("the layout's tag {r:?} makes no image name: pass --name NAME"))?,
                 (None, None) => bail!("the image in {} has no tag to name it by: pass --name NAME", dir.display()),
             };
             kubevirtci::import(store, &layout, &resolved, &name, opts.skip_unsafe_links)
@@ -128,5 +144,14 @@ mod tests {
         assert!(store_name("Bad_Name").is_err());
         assert!(store_name("x:../y").is_err());
         assert!(store_name("../x").is_err());
+    }
+
+    #[test]
+    fn layout_tags_become_store_names() {
+        assert_eq!(name_from_ref("k8s-1.30").as_deref(), Some("k8s-1-30:latest"));
+        assert_eq!(name_from_ref("quay.io/kubevirtci/k8s-1.30:2405151527-a4b1c5").as_deref(), Some("k8s-1-30:2405151527-a4b1c5"));
+        assert_eq!(name_from_ref("it-kubevirtci").as_deref(), Some("it-kubevirtci:latest"));
+        assert_eq!(name_from_ref("Fedora_39").as_deref(), Some("fedora-39:latest"));
+        assert_eq!(name_from_ref("..."), None);
     }
 }

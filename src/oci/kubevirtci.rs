@@ -56,7 +56,7 @@ pub fn newest_disk<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<Strin
             has_box = true;
         }
         if let Some(k) = disk_number(n) {
-            if best.is_none_or(|(b, _)| k > b) {
+            if best.map_or(true, |(b, _)| k > b) {
                 best = Some((k, n));
             }
         }
@@ -107,7 +107,7 @@ pub fn unpack_layers(layout: &Layout, resolved: &Resolved, unpacker: &mut Unpack
     for (i, d) in resolved.manifest.layers().iter().enumerate() {
         let what = format!("layer {}/{n} ({})", i + 1, d.digest());
         eprintln!("kvci: reading {what}, {} MiB", d.size() >> 20);
-        let kind = media::tar_layer(&d.media_type().to_string()).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+        let kind = media::tar_layer(d.media_type().as_ref()).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
         let path = layout.blob_path(d.digest().as_ref())?;
         let file = std::fs::File::open(&path).with_context(|| format!("{what} is missing ({}); copy the image again", path.display()))?;
         let mut hashed = HashingReader::new(BufReader::with_capacity(blob::BUF, file));
