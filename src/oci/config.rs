@@ -94,10 +94,24 @@ impl KvciConfig {
             }
             seen.push(&layer.id);
         }
-        match self.layers.last() {
-            Some(top) if top.id == self.image.id => Ok(()),
-            _ => bail!("the image's own layer {} is not the last one listed", self.image.id),
+        let Some(top) = self.layers.last().filter(|top| top.id == self.image.id) else {
+            bail!("the image's own layer {} is not the last one listed", self.image.id);
+        };
+        // What booting needs must be there, or the import would name a broken image.
+        let has = |layer: &LayerRecord, f: &str| layer.files.iter().any(|r| r.name == f);
+        let boot_id = self.image.boot_layer.as_deref().unwrap_or(&top.id);
+        let boot = self.layers.iter().find(|l| l.id == boot_id).with_context(|| format!("the boot layer {boot_id} is not listed"))?;
+        let mut needed = vec![(top, self.image.disk.as_str()), (boot, self.image.kernel.as_str()), (boot, self.image.initrd.as_str())];
+        for n in self.image.frozen.iter().flat_map(|f| &f.nodes) {
+            needed.push((top, n.disk.as_str()));
+            needed.push((top, n.state.as_str()));
         }
+        for (layer, f) in needed {
+            if !has(layer, f) {
+                bail!("layer {} has no {f}, which the image needs", layer.id);
+            }
+        }
+        Ok(())
     }
 
     /// The OCI image config that carries this (JSON in a label), with `diff_ids` of the layer
@@ -116,8 +130,9 @@ impl KvciConfig {
 
     /// kvci's metadata from an image config, or `None` for images kvci did not export.
     pub fn from_image_config(config: &[u8]) -> Result<Option<KvciConfig>> {
-        let c: ImageConfiguration = serde_json::from_slice(config).context("the image config is not valid JSON")?;
-        let Some(json) = c.config().as_ref().and_then(|c| c.labels().as_ref()).and_then(|l| l.get(media::LABEL_CONFIG)) else {
+        // Read loosely: other tools' configs (Docker's) need not match oci-spec's types.
+        let c: serde_json::Value = serde_json::from_slice(config).context("the image config is not JSON")?;
+        let Some(json) = c.pointer(&format!("/config/Labels/{}", media::LABEL_CONFIG)).and_then(|v| v.as_str()) else {
             return Ok(None);
         };
         let k: KvciConfig = serde_json::from_str(json).with_context(|| format!("the image config's label {} is not kvci metadata", media::LABEL_CONFIG))?;
@@ -175,7 +190,11 @@ mod tests {
             format: FORMAT,
             image: child.clone(),
             layers: vec![
-                LayerRecord { id: "b".into(), manifest: base, files: vec![file("disk.qcow2", None), file("vmlinuz", None)] },
+                LayerRecord {
+                    id: "b".into(),
+                    manifest: base,
+                    files: vec![file("disk.qcow2", None), file("initrd.img", None), file("vmlinuz", None)],
+                },
                 LayerRecord {
                     id: "c".into(),
                     manifest: child,
@@ -196,6 +215,8 @@ mod tests {
         assert_eq!(KvciConfig::from_image_config(&bytes).unwrap(), Some(k));
         // An ordinary image config is not kvci's.
         assert_eq!(KvciConfig::from_image_config(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#).unwrap(), None);
+        assert_eq!(KvciConfig::from_image_config(br#"{"config":{"Labels":null},"container_config":{}}"#).unwrap(), None);
+        assert!(KvciConfig::from_image_config(b"not json").is_err());
     }
 
     #[test]
@@ -212,6 +233,9 @@ mod tests {
         let mut k = sample();
         k.layers.pop();
         assert!(k.validate().unwrap_err().to_string().contains("last"));
+        let mut k = sample();
+        k.layers[0].files.retain(|f| f.name != "vmlinuz");
+        assert!(k.validate().unwrap_err().to_string().contains("has no vmlinuz"));
         let mut k = sample();
         k.format = FORMAT + 1;
         assert!(k.validate().unwrap_err().to_string().contains("newer kvci"));
