@@ -26,6 +26,8 @@ pub struct Resolved {
     pub descriptor: Descriptor,
     /// The manifest.
     pub manifest: ImageManifest,
+    /// The manifest's bytes as stored (what its digest is of; what a push uploads).
+    pub manifest_bytes: Vec<u8>,
     /// The config blob's bytes (verified).
     pub config: Vec<u8>,
     /// The `org.opencontainers.image.ref.name` of the entry, if any.
@@ -149,7 +151,7 @@ impl Layout {
             let bytes = self.read_json_blob(&descriptor, "manifest")?;
             let manifest: ImageManifest = serde_json::from_slice(&bytes).with_context(|| format!("manifest {} is not an OCI image manifest", descriptor.digest()))?;
             let config = self.read_json_blob(manifest.config(), "config")?;
-            return Ok(Resolved { descriptor, manifest, config, ref_name });
+            return Ok(Resolved { descriptor, manifest, manifest_bytes: bytes, config, ref_name });
         }
         bail!("image indexes nested too deeply in {}", self.dir.display())
     }
