@@ -18,7 +18,7 @@ command -v ssh >/dev/null || need+=(openssh-client)
 command -v ip >/dev/null || need+=(iproute2)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 command -v debootstrap >/dev/null || need+=(debootstrap)
-# The registry tests push images from the host with skopeo (no container runtime needed).
+# Tests push to the cluster registry and read kvci's OCI exports with skopeo.
 command -v skopeo >/dev/null || need+=(skopeo)
 
 # apt-get download (image builds) needs package lists; fresh machines may have none.

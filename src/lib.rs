@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod disk;
 pub mod image;
+pub mod oci;
 pub mod paths;
 pub mod ports;
 pub mod provision;

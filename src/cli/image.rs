@@ -1,4 +1,4 @@
-//! `kvci image build|ls|inspect|rm|prune`: the frozen image store.
+//! `kvci image build|ls|inspect|rm|prune|export|import`: the frozen image store.
 
 use std::process::ExitCode;
 
@@ -8,6 +8,9 @@ use serde::Serialize;
 
 use crate::accel::AccelChoice;
 use crate::image::{provider, store::Store, tiny};
+use crate::oci::containerdisk;
+use crate::oci::export::{self, ExportOptions};
+use crate::oci::import::{self, ImportOptions};
 use crate::paths::Dirs;
 use crate::provision::build::{self, BuildOptions};
 
@@ -26,6 +29,89 @@ pub enum ImageCommand {
     Rm(NameArgs),
     /// Delete layers no image needs
     Prune,
+    /// Write an image as an OCI image layout (for registries, skopeo, KubeVirt)
+    ///
+    /// Writes IMAGE into DIR as an OCI image layout (oci-layout, index.json, blobs/sha256/), tagged
+    /// with the image's tag (`latest` for untagged names). Every store layer the image needs is
+    /// there, base first, one blob per file (qcow2 disk, kernel, initrd, and for frozen images each
+    /// node's saved RAM and the cluster's ssh key), so registries store a shared base once. kvci's
+    /// metadata rides in the image config. A DIR that is already a layout gets the image added.
+    ///
+    ///     kvci image export etcd --oci ./etcd-oci
+    ///     skopeo inspect oci:./etcd-oci:latest
+    ///     skopeo copy oci:./etcd-oci:latest docker://registry.example:5000/etcd:latest
+    ///
+    /// With --containerdisk the image's disk chain is flattened into one qcow2 and written as a
+    /// KubeVirt containerDisk instead (one tar layer holding disk/disk.qcow2, owned 107:107), for
+    /// a VirtualMachine's `containerDisk.image` on a real KubeVirt cluster:
+    ///
+    ///     kvci image export debian-12 --oci ./cd --containerdisk
+    ///     skopeo copy oci:./cd:latest docker://registry.example:5000/debian-12-containerdisk
+    ///
+    /// Frozen images carry their cluster's private ssh key: treat their export like a secret.
+    #[command(verbatim_doc_comment)]
+    Export(ExportArgs),
+    /// Read an OCI image layout into the store: kvci's own exports and kubevirtci's images
+    ///
+    /// Reads an OCI image layout into the store. Every blob's sha256 is checked while it streams;
+    /// nothing is added unless the whole image was read and checked.
+    ///
+    /// kvci's own exports (`kvci image export`) get their layers back under the same ids (layers
+    /// the store has are reused) and boot, or resume, as they did where they were exported:
+    ///
+    ///     kvci image import ./etcd-oci --name etcd-copy
+    ///     kvci vm up --image etcd-copy
+    ///
+    /// Any other image is read as a kubevirtci provider image: its layers are applied in order
+    /// (whiteouts honoured), /box.qcow2, /diskNN.qcow2, /vmlinuz, /initrd.img, /kernel.args and
+    /// /additional.kernel.args are taken (everything else is skipped), the newest diskNN.qcow2 is
+    /// the top of the chain, and the chain becomes store layers. Such images have no kvci beacon,
+    /// so `vm up` may not report them ready.
+    ///
+    ///     skopeo copy docker://quay.io/kubevirtci/k8s-1.30:TAG oci:./k8s:k8s-1.30
+    ///     kvci image import ./k8s --skip-unsafe-links
+    ///     kvci vm up --image k8s-1-30     # names are a-z, 0-9 and '-'
+    ///
+    /// Layers with `..` in a path, or with links that are absolute or leave the image root, are
+    /// refused. kvci only ever writes the regular files above, never a link, so for a trusted
+    /// image whose runtime layers have absolute links (Fedora's do), --skip-unsafe-links ignores
+    /// links elsewhere; a link at one of the names kvci reads is refused all the same.
+    #[command(verbatim_doc_comment)]
+    Import(ImportArgs),
+}
+
+/// `kvci image export`
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Image name (NAME finds NAME:latest)
+    pub image: String,
+    /// Directory of the OCI image layout (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub oci: std::path::PathBuf,
+    /// Write a KubeVirt containerDisk (the disk flattened) instead of kvci's layered form
+    #[arg(long)]
+    pub containerdisk: bool,
+    /// Tag in the layout [default: the image's tag, or latest]
+    #[arg(long)]
+    pub tag: Option<String>,
+}
+
+/// `kvci image import`
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Directory of the OCI image layout
+    pub dir: std::path::PathBuf,
+    /// Name in the store (NAME or NAME:TAG) [default: the exported image's name; for other
+    /// images one made from the layout's tag]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Which image of the layout (its tag), when it holds several
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Ignore unsafe links (absolute or leaving the root) in files kvci does not read, instead
+    /// of refusing the layer: for trusted images whose runtime has such links
+    #[arg(long)]
+    pub skip_unsafe_links: bool,
 }
 
 /// `kvci image build`
@@ -154,6 +240,32 @@ pub fn run(dirs: &Dirs, cmd: ImageCommand) -> Result<ExitCode> {
             }
             store.remove(&img.manifest.name)?;
             eprintln!("kvci: removed {} (its layers go with `kvci image prune` if nothing else needs them)", img.manifest.name);
+        }
+        ImageCommand::Export(a) => {
+            let opts = ExportOptions { tag: a.tag };
+            let started = std::time::Instant::now();
+            let summary = if a.containerdisk {
+                containerdisk::export_containerdisk(&store, &a.image, &a.oci, &opts)?
+            } else {
+                export::export_layout(&store, &a.image, &a.oci, &opts)?
+            };
+            eprintln!(
+                "kvci: exported {} to {} as tag {} ({} blobs, {} MiB, {:.1}s)",
+                a.image,
+                summary.dir.display(),
+                summary.tag,
+                summary.blobs,
+                summary.bytes >> 20,
+                started.elapsed().as_secs_f64()
+            );
+            println!("{}", summary.manifest.digest());
+        }
+        ImageCommand::Import(a) => {
+            let opts = ImportOptions { name: a.name, tag: a.tag, skip_unsafe_links: a.skip_unsafe_links };
+            let started = std::time::Instant::now();
+            let image = import::import_layout(&store, &a.dir, &opts)?;
+            eprintln!("kvci: imported {} as {} in {:.1}s", a.dir.display(), image.manifest.name, started.elapsed().as_secs_f64());
+            println!("{} {}", image.manifest.name, image.manifest.id);
         }
         ImageCommand::Prune => {
             let removed = store.prune()?;

@@ -46,6 +46,39 @@ pub struct DiskInfo {
     /// Backing file's format.
     #[serde(rename = "backing-filename-format")]
     pub backing_format: Option<String>,
+    /// Format-specific details (for qcow2: an external `data-file`, if any).
+    #[serde(rename = "format-specific", default)]
+    pub format_specific: Option<serde_json::Value>,
+}
+
+impl DiskInfo {
+    /// The external data file of a qcow2: its data lives in another host file, so a disk from
+    /// outside that names one could read any file of the host.
+    pub fn data_file(&self) -> Option<&str> {
+        self.format_specific.as_ref()?.get("data")?.get("data-file")?.as_str()
+    }
+}
+
+/// Rewrites `disk`'s backing file name to `backing` (qcow2) without reading either
+/// (`qemu-img rebase -u`): for chains moved as a whole, whose data is already right.
+/// `-t unsafe`: no fdatasync, which would wait for the whole just-written file to reach the disk.
+pub fn set_backing(disk: &Path, backing: &Path) -> Result<(), DiskError> {
+    QEMU_IMG
+        .run([
+            "rebase".as_ref(),
+            "-u".as_ref(),
+            "-t".as_ref(),
+            "unsafe".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-F".as_ref(),
+            "qcow2".as_ref(),
+            "-b".as_ref(),
+            backing.as_os_str(),
+            disk.as_os_str(),
+        ])
+        .map(drop)
+        .map_err(|source| DiskError::Tool { path: disk.to_path_buf(), source })
 }
 
 /// Creates a qcow2 overlay at `overlay` whose backing file is `base` (which QEMU opens read-only).

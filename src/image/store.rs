@@ -237,7 +237,15 @@ impl Store {
     /// Moves a staged layer into place (read-only) and points `manifest.name` at it.
     /// Call with the store lock held.
     pub fn commit(&self, staged: &Path, mut manifest: Manifest) -> Result<Image> {
-        let dir = self.root.join("layers").join(&manifest.id);
+        let dir = self.commit_layer(staged, &mut manifest)?;
+        self.name(&manifest)?;
+        Ok(Image { manifest, dir })
+    }
+
+    /// Moves a staged layer into place (read-only) without naming it, unless a layer with that
+    /// id is there already; sets `manifest.size`. Call with the store lock held.
+    pub fn commit_layer(&self, staged: &Path, manifest: &mut Manifest) -> Result<PathBuf> {
+        let dir = self.layer_dir(&manifest.id);
         manifest.size = dir_size(staged)?;
         if !dir.exists() {
             // Each layer keeps its own manifest, so parent chains survive renames and `rm`.
@@ -250,13 +258,33 @@ impl Store {
             }
             std::fs::rename(staged, &dir).with_context(|| format!("moving {} into the store", staged.display()))?;
         }
+        Ok(dir)
+    }
+
+    /// The directory of layer `id` (which may not exist).
+    pub fn layer_dir(&self, id: &str) -> PathBuf {
+        self.root.join("layers").join(id)
+    }
+
+    /// The layer's own manifest (`layers/<id>/manifest.json`), if the layer is there.
+    pub fn layer_manifest(&self, id: &str) -> Result<Option<Manifest>> {
+        let path = self.layer_dir(id).join("manifest.json");
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| format!("corrupt layer manifest {}", path.display()))?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Points `manifest.name` at its layer (which must be committed).
+    pub fn name(&self, manifest: &Manifest) -> Result<()> {
         let path = self.manifest_path(&manifest.name);
         let tmp = path.with_extension("json.tmp");
         let mut f = File::create(&tmp)?;
         f.write_all(serde_json::to_string_pretty(&manifest)?.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
-        Ok(Image { manifest, dir })
+        Ok(())
     }
 
     /// Removes the name `name` (its layers stay until `prune`).
