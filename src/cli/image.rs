@@ -11,6 +11,7 @@ use crate::image::{provider, store::Store, tiny};
 use crate::oci::containerdisk;
 use crate::oci::export::{self, ExportOptions};
 use crate::oci::import::{self, ImportOptions};
+use crate::oci::transfer;
 use crate::paths::Dirs;
 use crate::provision::build::{self, BuildOptions};
 
@@ -78,6 +79,78 @@ pub enum ImageCommand {
     /// links elsewhere; a link at one of the names kvci reads is refused all the same.
     #[command(verbatim_doc_comment)]
     Import(ImportArgs),
+    /// Upload an image to an OCI registry (the cluster registry, or any other)
+    ///
+    /// Exports IMAGE as `kvci image export` would (one blob per qcow2 of its chain, so a base
+    /// shared by several images is uploaded once; blobs the registry has are skipped) and
+    /// uploads it as REF, streaming every blob with its digest checked by the registry.
+    /// Registries on loopback are spoken to over plain HTTP; --plain-http does so elsewhere.
+    ///
+    ///     kvci image push etcd 127.0.0.1:$(kvci vm ports registry)/kvci/etcd:v1
+    ///     kvci image push debian-12 registry.example:5000/vms/debian:12 --containerdisk
+    ///
+    /// Prints the manifest digest.
+    #[command(verbatim_doc_comment)]
+    Push(PushArgs),
+    /// Download an image from an OCI registry into the store
+    ///
+    /// Downloads REF (linux/amd64 of a multi-platform image), checks every blob against its
+    /// digest as it streams to disk, then imports it as `kvci image import` does: kvci's own
+    /// images come back as they were pushed, other images are read as kubevirtci provider
+    /// images.
+    ///
+    ///     kvci image pull 127.0.0.1:41234/kvci/etcd:v1 --name etcd-copy
+    ///     kvci vm up --image etcd-copy
+    ///
+    /// Prints the manifest digest, then the store name and layer id.
+    #[command(verbatim_doc_comment)]
+    Pull(PullArgs),
+}
+
+/// How to reach a registry (`push`, `pull`).
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Plain HTTP instead of HTTPS (loopback registries use it anyway)
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Accept TLS certificates that do not verify
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl RegistryArgs {
+    fn transport(&self) -> transfer::Transport {
+        transfer::Transport { plain_http: self.plain_http, insecure: self.insecure }
+    }
+}
+
+/// `kvci image push`
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Image name (NAME finds NAME:latest)
+    pub image: String,
+    /// Where to: HOST[:PORT]/REPOSITORY[:TAG]
+    pub reference: String,
+    /// Push the KubeVirt containerDisk form (the disk flattened) instead of kvci's layered form
+    #[arg(long)]
+    pub containerdisk: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// `kvci image pull`
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// What: HOST[:PORT]/REPOSITORY[:TAG|@DIGEST]
+    pub reference: String,
+    /// Name in the store (NAME or NAME:TAG) [default: as `kvci image import` names it]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// As for `kvci image import`: ignore unsafe links in files kvci does not read
+    #[arg(long)]
+    pub skip_unsafe_links: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// `kvci image export`
@@ -267,10 +340,45 @@ pub fn run(dirs: &Dirs, cmd: ImageCommand) -> Result<ExitCode> {
             eprintln!("kvci: imported {} as {} in {:.1}s", a.dir.display(), image.manifest.name, started.elapsed().as_secs_f64());
             println!("{} {}", image.manifest.name, image.manifest.id);
         }
+        ImageCommand::Push(a) => {
+            let reference = transfer::parse_reference(&a.reference)?;
+            let staging = store.staging()?;
+            let dir = staging.path().join("oci");
+            let opts = ExportOptions { tag: Some("push".into()) };
+            eprintln!("kvci: exporting {} for the upload", a.image);
+            if a.containerdisk {
+                containerdisk::export_containerdisk(&store, &a.image, &dir, &opts)?;
+            } else {
+                export::export_layout(&store, &a.image, &dir, &opts)?;
+            }
+            let layout = crate::oci::layout::Layout::open(&dir)?;
+            let started = std::time::Instant::now();
+            let digest = runtime()?.block_on(transfer::push(&layout, Some("push"), &reference, a.registry.transport()))?;
+            eprintln!("kvci: pushed {} to {reference} in {:.1}s", a.image, started.elapsed().as_secs_f64());
+            println!("{digest}");
+        }
+        ImageCommand::Pull(a) => {
+            let reference = transfer::parse_reference(&a.reference)?;
+            let staging = store.staging()?;
+            let dir = staging.path().join("oci");
+            let started = std::time::Instant::now();
+            let digest = runtime()?.block_on(transfer::pull(&reference, &dir, a.registry.transport()))?;
+            let tag = reference.tag().unwrap_or("latest").to_string();
+            let opts = ImportOptions { name: a.name, tag: Some(tag), skip_unsafe_links: a.skip_unsafe_links };
+            let image = import::import_layout(&store, &dir, &opts)?;
+            eprintln!("kvci: pulled {reference} as {} in {:.1}s", image.manifest.name, started.elapsed().as_secs_f64());
+            println!("{digest}");
+            println!("{} {}", image.manifest.name, image.manifest.id);
+        }
         ImageCommand::Prune => {
             let removed = store.prune()?;
             eprintln!("kvci: removed {} unused layer(s)", removed.len());
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A runtime for the registry client (the image commands are otherwise synchronous).
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }

@@ -3,7 +3,8 @@
 //! imported into the store: kvci's own, and kubevirtci's published provider images.
 //!
 //! For push/pull on top: [`export::export_layout`] and [`import::import_layout`] do the work,
-//! [`layout::Layout::resolve`] and [`layout::Layout::blobs_of`] list what an image consists of.
+//! [`layout::Layout::resolve`] and [`layout::Layout::blobs_of`] list what an image consists of;
+//! [`transfer`] moves a layout to and from a registry.
 
 pub mod blob;
 pub mod config;
@@ -14,4 +15,5 @@ pub mod kubevirtci;
 pub mod layout;
 pub mod media;
 pub mod tarsafe;
+pub mod transfer;
 pub mod unpack;
