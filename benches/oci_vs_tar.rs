@@ -135,4 +135,29 @@ fn main() {
     let (tar, kvci) = (median(&mut tar_times), median(&mut kvci_times));
     println!("median: tar|sha256sum {tar:.2}s, kvci export+import {kvci:.2}s, ratio {:.2} (goal >= 0.8)", tar / kvci);
     println!("peak RSS: tar|sha256sum {} MiB, export {} MiB, import {} MiB", rss_tar >> 10, rss_export >> 10, rss_import >> 10);
+    push_pull(&data, work.path());
+}
+
+/// `image push` to a cluster registry and `image pull` back into an empty store: times and peak
+/// RSS (goal: under 100 MiB each, whatever the image size).
+fn push_pull(data: &Path, work: &Path) {
+    let exe = env!("CARGO_BIN_EXE_kvci");
+    let data_s = data.to_str().unwrap();
+    let _ = kvci(data, &["vm", "down", "--name", "bench-reg"]);
+    let _ = std::fs::remove_dir_all(data.join("registries/bench-reg"));
+    kvci(data, &["vm", "up", "--name", "bench-reg", "--accel", "tcg"]);
+    let port = String::from_utf8_lossy(&kvci(data, &["vm", "ports", "--name", "bench-reg", "registry"]).stdout).trim().to_string();
+    let reference = format!("127.0.0.1:{port}/bench/oci:v1");
+    let (push, rss_push) = measured(&[exe, "--data-dir", data_s, "image", "push", "bench-oci", &reference]);
+    let other = work.join("pull-store");
+    let (pull, rss_pull) = measured(&[exe, "--data-dir", other.to_str().unwrap(), "image", "pull", &reference]);
+    kvci(data, &["vm", "down", "--name", "bench-reg"]);
+    let _ = std::fs::remove_dir_all(data.join("registries/bench-reg"));
+    println!(
+        "push to the cluster registry {:.2}s (peak RSS {} MiB), pull into an empty store {:.2}s (peak RSS {} MiB); goal < 100 MiB",
+        push.as_secs_f64(),
+        rss_push >> 10,
+        pull.as_secs_f64(),
+        rss_pull >> 10
+    );
 }
