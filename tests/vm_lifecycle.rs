@@ -54,6 +54,22 @@ fn two_nodes_boot_on_overlays_with_the_iommu_and_down_leaves_nothing() {
     }
     assert!(base.metadata().unwrap().permissions().readonly());
 
+    // `logs --follow` streams what the console prints from now on, and ends with the cluster.
+    let mut follow = common::kvci()
+        .args(["vm", "logs", "--follow", "--tail", "1", "--name", "it-life", "node01"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut follow_out = follow.stdout.take().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut follow_out, &mut text).unwrap();
+        let status = follow.wait().unwrap();
+        let _ = done_tx.send((text, status));
+    });
+
     // A guest write lands in node01's overlay, not in the base (nor in node02's overlay).
     let base_before = sha256(&base);
     let marker = format!("kvci-guest-write-{}", std::process::id());
@@ -84,6 +100,9 @@ fn two_nodes_boot_on_overlays_with_the_iommu_and_down_leaves_nothing() {
         assert!(!process_alive(p), "QEMU {p} survived down");
     }
     assert!(!c.dir().exists(), "cluster directory left behind");
+    let (text, status) = done_rx.recv_timeout(Duration::from_secs(30)).expect("`vm logs --follow` did not end with the cluster");
+    assert!(status.success());
+    assert!(text.contains("WROTE-42"), "--follow missed the console output:\n{text}");
     let out = c.down();
     assert!(out.status.success(), "second down failed: {}", stderr(&out));
 }
