@@ -92,6 +92,16 @@ fn two_nodes_boot_on_overlays_with_the_iommu_and_down_leaves_nothing() {
     assert!(!again.status.success());
     assert!(stderr(&again).contains("already running"), "{}", stderr(&again));
 
+    // The image of a running cluster cannot be removed from under it.
+    let rm = run(&["image", "rm", "tiny"]);
+    assert!(!rm.status.success());
+    assert!(stderr(&rm).contains("used by running cluster \"it-life\""), "{}", stderr(&rm));
+
+    // The image of a running cluster cannot be removed from under it.
+    let rm = run(&["image", "rm", "tiny"]);
+    assert!(!rm.status.success());
+    assert!(stderr(&rm).contains("used by running cluster \"it-life\""), "{}", stderr(&rm));
+
     // down: graceful, then no QEMU, no overlay, no state left; and down again is fine.
     let out = c.down();
     assert!(out.status.success(), "{}", stderr(&out));
