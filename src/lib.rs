@@ -11,6 +11,8 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod disk;
+#[cfg(test)]
+pub(crate) mod fuzzing;
 pub mod image;
 pub mod oci;
 pub mod paths;

@@ -187,30 +187,14 @@ pub(crate) mod tests {
 
 /// Bounded fuzzing of [`Unpacker::apply`], the code that reads layer tars from outside: random
 /// bytes and mutated valid layers (whiteouts, links, long names) must never panic, and whatever
-/// happens, the staging directory holds only wanted regular files. Fixed-seed xorshift.
+/// happens, the staging directory holds only wanted regular files. Fixed seed.
 #[cfg(test)]
 mod fuzz {
     use super::tests::{tar_of, E};
+    use crate::fuzzing::Rng;
     use super::*;
 
     const RUNS: usize = 2_000;
-
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
 
     fn wanted(n: &str) -> bool {
         crate::oci::kubevirtci::wanted(n)
@@ -240,7 +224,7 @@ mod fuzz {
         block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
     }
 
-    fn mutate(r: &mut XorShift, mut v: Vec<u8>) -> Vec<u8> {
+    fn mutate(r: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
         if r.below(2) == 0 && v.len() >= 512 {
             // Fields of one header, checksum kept valid: names, types, sizes, link targets.
             let at = r.below(v.len() / 512) * 512;
@@ -292,7 +276,7 @@ mod fuzz {
 
     #[test]
     fn mutated_and_random_layers_never_panic_or_escape() {
-        let mut r = XorShift(0x2545_f491_4f6c_dd1d);
+        let mut r = Rng::new(0x2545_f491_4f6c_dd1d);
         let seeds = seeds();
         let tmp = tempfile::tempdir().unwrap();
         let (mut oks, mut errs) = (0, 0);

@@ -1,54 +1,34 @@
 //! Bounded fuzzing of what clients send the registry: random and mutated request targets go
 //! through the router, random and mutated manifests through the validator, random `Range` and
 //! `Content-Range` values through their parsers. Nothing may panic, and whatever the router
-//! accepts must carry a valid name and digest. A fixed-seed xorshift keeps runs reproducible.
+//! accepts must carry a valid name and digest. A fixed seed keeps runs reproducible.
 
 use super::manifest::{self, tests::image};
 use super::reference::{validate_name, Digest};
 use super::routes::{self, Action};
+use crate::fuzzing::Rng;
 
 const RUNS: usize = 20_000;
 
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[self.below(from.len())]
-    }
-
-    /// Replaces, inserts or deletes a few bytes, favouring the characters paths are made of.
-    fn mutate(&mut self, v: &mut Vec<u8>) {
-        const ALPHABET: &[u8] = b"/:%._-?&=azAZ09\0\xff ";
-        for _ in 0..=self.below(4) {
-            let b = if self.below(2) == 0 { ALPHABET[self.below(ALPHABET.len())] } else { self.next() as u8 };
-            match self.below(3) {
-                0 if !v.is_empty() => {
-                    let i = self.below(v.len());
-                    v[i] = b;
-                }
-                1 => {
-                    let i = self.below(v.len() + 1);
-                    v.insert(i, b);
-                }
-                _ if !v.is_empty() => {
-                    let i = self.below(v.len());
-                    v.remove(i);
-                }
-                _ => {}
+/// Replaces, inserts or deletes a few bytes, favouring the characters paths are made of.
+fn mutate(rng: &mut Rng, v: &mut Vec<u8>) {
+    const ALPHABET: &[u8] = b"/:%._-?&=azAZ09\0\xff ";
+    for _ in 0..=rng.below(4) {
+        let b = if rng.below(2) == 0 { ALPHABET[rng.below(ALPHABET.len())] } else { rng.next() as u8 };
+        match rng.below(3) {
+            0 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v[i] = b;
             }
+            1 => {
+                let i = rng.below(v.len() + 1);
+                v.insert(i, b);
+            }
+            _ if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v.remove(i);
+            }
+            _ => {}
         }
     }
 }
@@ -92,13 +72,13 @@ fn check_accepted(a: &Action) {
 
 #[test]
 fn random_and_mutated_targets_never_panic_the_router() {
-    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let methods = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", ""];
     let targets = valid_targets();
     for _ in 0..RUNS {
         let method = rng.pick(&methods);
         let mut t = targets[rng.below(targets.len())].clone().into_bytes();
-        rng.mutate(&mut t);
+        mutate(&mut rng, &mut t);
         let t = String::from_utf8_lossy(&t);
         if let Ok(a) = routes::parse(method, &t) {
             check_accepted(&a);
@@ -110,7 +90,7 @@ fn random_and_mutated_targets_never_panic_the_router() {
 
 #[test]
 fn random_and_mutated_manifests_never_panic_the_validator() {
-    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
     let (c, l) = (Digest::of(b"{}"), Digest::of(b"l"));
     let seeds = [
         image(&c, 2, &[(&l, 1)]),
@@ -122,7 +102,7 @@ fn random_and_mutated_manifests_never_panic_the_validator() {
     let types = [manifest::OCI_MANIFEST, manifest::OCI_INDEX, manifest::DOCKER_MANIFEST, manifest::DOCKER_LIST, "text/plain", ""];
     for _ in 0..RUNS {
         let mut m = seeds[rng.below(seeds.len())].clone();
-        rng.mutate(&mut m);
+        mutate(&mut rng, &mut m);
         let ct = rng.pick(&types);
         if let Ok(checked) = manifest::check(Some(ct).filter(|c| !c.is_empty()), &m) {
             assert!(!checked.media_type.is_empty());
@@ -134,11 +114,11 @@ fn random_and_mutated_manifests_never_panic_the_validator() {
 
 #[test]
 fn random_header_values_never_panic() {
-    let mut rng = XorShift(0xdead_beef_cafe_f00d);
+    let mut rng = Rng::new(0xdead_beef_cafe_f00d);
     let seeds = ["bytes=0-9", "bytes=-5", "bytes=7-", "0-99", "bytes 0-99/100"];
     for _ in 0..RUNS {
         let mut v = rng.pick(&seeds).as_bytes().to_vec();
-        rng.mutate(&mut v);
+        mutate(&mut rng, &mut v);
         let v = String::from_utf8_lossy(&v);
         let total = rng.next() % 200;
         if let Some((a, b)) = super::server::parse_range(&v, total) {
