@@ -95,12 +95,8 @@ fn two_nodes_boot_on_overlays_with_the_iommu_and_down_leaves_nothing() {
     // The image of a running cluster cannot be removed from under it.
     let rm = run(&["image", "rm", "tiny"]);
     assert!(!rm.status.success());
-    assert!(stderr(&rm).contains("used by running cluster \"it-life\""), "{}", stderr(&rm));
-
-    // The image of a running cluster cannot be removed from under it.
-    let rm = run(&["image", "rm", "tiny"]);
-    assert!(!rm.status.success());
-    assert!(stderr(&rm).contains("used by running cluster \"it-life\""), "{}", stderr(&rm));
+    // (Other tests' clusters may use it too: all are named.)
+    assert!(stderr(&rm).contains("used by running cluster(s)") && stderr(&rm).contains("\"it-life\""), "{}", stderr(&rm));
 
     // down: graceful, then no QEMU, no overlay, no state left; and down again is fine.
     let out = c.down();

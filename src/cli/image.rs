@@ -308,8 +308,14 @@ pub fn run(dirs: &Dirs, cmd: ImageCommand) -> Result<ExitCode> {
         },
         ImageCommand::Rm(a) => {
             let Some(img) = store.get(&a.name)? else { bail!("no image {:?} in the store (see `kvci image ls`)", a.name) };
-            if let Some(cluster) = crate::cluster::teardown::clusters_using(dirs, &img.manifest.name)?.first() {
-                bail!("image {} is used by running cluster {cluster:?}: take it down first (`kvci vm down --name {cluster}`)", img.manifest.name);
+            let users = crate::cluster::teardown::clusters_using(dirs, &img.manifest.name)?;
+            if let Some(first) = users.first() {
+                let names: Vec<String> = users.iter().map(|c| format!("{c:?}")).collect();
+                bail!(
+                    "image {} is used by running cluster(s) {}: take them down first (`kvci vm down --name {first}`)",
+                    img.manifest.name,
+                    names.join(", ")
+                );
             }
             store.remove(&img.manifest.name)?;
             eprintln!("kvci: removed {} (its layers go with `kvci image prune` if nothing else needs them)", img.manifest.name);
