@@ -27,15 +27,12 @@ impl BlobRef {
     }
 }
 
-/// The hex part of a `sha256:` digest, checked; other algorithms are refused.
+/// The hex part of a `sha256:` digest, checked (by the registry's digest rules, the one place
+/// they live); other algorithms are refused.
 pub fn sha256_hex(digest: &str) -> Result<&str> {
-    let Some(hex) = digest.strip_prefix("sha256:") else {
-        bail!("digest {digest:?}: kvci reads sha256 digests only; copy the image again with sha256 (the default)");
-    };
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        bail!("malformed digest {digest:?}");
-    }
-    Ok(hex)
+    crate::registry::reference::Digest::parse(digest)
+        .map_err(|e| anyhow::anyhow!("{}; kvci reads sha256 digests only: copy the image again with sha256 (the default)", e.message))?;
+    Ok(&digest["sha256:".len()..])
 }
 
 /// Writes a blob into `blobs/sha256/` of a layout, hashing as it goes; [`BlobWriter::finish`]

@@ -173,10 +173,15 @@ fn tags_of(entries: &[Descriptor]) -> String {
     tags.join(", ")
 }
 
+/// Whether an index entry is the linux/amd64 image (what kvci runs).
+pub fn is_linux_amd64(d: &Descriptor) -> bool {
+    d.platform().as_ref().is_some_and(|p| p.architecture().to_string() == "amd64" && p.os().to_string() == "linux")
+}
+
 fn pick_platform(entries: &[Descriptor]) -> Option<Descriptor> {
     entries
         .iter()
-        .find(|d| d.platform().as_ref().is_some_and(|p| p.architecture().to_string() == "amd64" && p.os().to_string() == "linux"))
+        .find(|d| is_linux_amd64(d))
         .or_else(|| entries.iter().find(|d| d.platform().is_none()))
         .cloned()
 }

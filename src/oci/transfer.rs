@@ -19,6 +19,7 @@ use tokio::io::AsyncReadExt;
 use super::blob;
 use super::layout::{self, Layout};
 use super::media;
+use crate::registry::reference::Digest;
 
 /// How to reach a registry.
 #[derive(Debug, Clone, Copy, Default)]
@@ -140,7 +141,7 @@ pub async fn pull(reference: &Reference, dir: &Path, t: Transport) -> Result<Str
         let entry = index
             .manifests()
             .iter()
-            .find(|d| d.platform().as_ref().is_some_and(|p| p.architecture().to_string() == "amd64" && p.os().to_string() == "linux"))
+            .find(|d| layout::is_linux_amd64(d))
             .with_context(|| format!("{reference} has no linux/amd64 image"))?;
         let by_digest = reference.clone_with_digest(entry.digest().to_string());
         (bytes, digest) = client.pull_manifest_raw(&by_digest, &auth, &ACCEPTED).await.with_context(reach)?;
@@ -185,15 +186,11 @@ async fn fetch_blob(client: &Client, reference: &Reference, layout: &Layout, des
 }
 
 fn check_digest(bytes: &[u8], digest: &str, what: &str) -> Result<()> {
-    let have = sha256_digest(bytes);
+    let have = Digest::of(bytes).to_string();
     if !digest.is_empty() && have != digest {
         bail!("the registry's {what} has digest {have}, not the {digest} it claims");
     }
     Ok(())
-}
-
-fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{:x}", <sha2::Sha256 as sha2::Digest>::digest(bytes))
 }
 
 fn media_type_of(manifest: &[u8]) -> Result<String> {
@@ -246,7 +243,7 @@ mod tests {
     #[test]
     fn a_wrong_manifest_digest_is_caught() {
         let b = br#"{"a":1}"#;
-        let good = sha256_digest(b);
+        let good = Digest::of(b).to_string();
         assert!(check_digest(b, &good, "manifest").is_ok());
         assert!(check_digest(b, &format!("sha256:{}", "0".repeat(64)), "manifest").is_err());
     }

@@ -39,9 +39,8 @@ pub struct BuildOptions {
 pub fn build(dirs: &Dirs, provider: &Loaded, opts: &BuildOptions) -> Result<Image> {
     let store = Store::open(&dirs.images())?;
     if let Base::Debootstrap(spec) = &provider.recipe.base {
-        // The guest files kvci adds (the beacon) are part of what the layer is made of.
-        let beacon = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(crate::image::BEACON));
-        let id = provider.id(&format!("debootstrap:{beacon}")).context("hashing the recipe")?;
+        // (The guest programs kvci adds are part of every layer id: see `Loaded::id`.)
+        let id = provider.id("debootstrap").context("hashing the recipe")?;
         let name = format!("{}:{}", provider.name, opts.tag);
         if !opts.force {
             if let Some(img) = store.get(&name)?.filter(|i| i.manifest.id == id) {
