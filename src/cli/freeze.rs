@@ -8,6 +8,7 @@ use clap::Args;
 
 use crate::cluster::layout::ClusterDir;
 use crate::config;
+use crate::image::name::ImageName;
 use crate::paths::Dirs;
 use crate::supervisor::client;
 use crate::supervisor::protocol::{Request, Response};
@@ -18,9 +19,12 @@ pub struct FreezeArgs {
     /// Cluster name
     #[arg(long, default_value = config::DEFAULT_NAME, env = "KVCI_CLUSTER")]
     pub name: String,
-    /// Image to create (`NAME` or `NAME:TAG`); `kvci vm up --image NAME` resumes it
+    /// Image to create (`NAME` or `NAME:TAG`; NAME means NAME:latest); `kvci vm up --image NAME` resumes it
     #[arg(long, value_name = "IMAGE")]
-    pub to: String,
+    pub to: ImageName,
+    /// Replace an image of that name (refused otherwise)
+    #[arg(long)]
+    pub force: bool,
     /// Resume the cluster afterwards (default: it is taken down once saved)
     #[arg(long)]
     pub keep_running: bool,
@@ -30,7 +34,7 @@ pub struct FreezeArgs {
 pub fn run(dirs: &Dirs, a: FreezeArgs) -> Result<ExitCode> {
     config::validate_name(&a.name)?;
     let dir = ClusterDir::new(dirs, &a.name);
-    let request = Request::Freeze { to: a.to.clone(), keep_running: a.keep_running };
+    let request = Request::Freeze { to: a.to.to_string(), keep_running: a.keep_running, force: a.force };
     match client::request(&dir, &request, Duration::from_secs(1800))? {
         Response::Frozen { image, seconds } => {
             eprintln!("kvci: cluster {} frozen into {image} in {seconds:.2}s", a.name);

@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use crate::accel::AccelChoice;
+use crate::image::name::ImageName;
 use crate::image::{provider, store::Store, tiny};
 use crate::oci::containerdisk;
 use crate::oci::export::{self, ExportOptions};
@@ -26,8 +27,8 @@ pub enum ImageCommand {
     Ls(LsArgs),
     /// Show one image's manifest (JSON)
     Inspect(NameArgs),
-    /// Remove an image's name (refused while a running cluster uses it); `prune` frees layers
-    Rm(NameArgs),
+    /// Remove images' names (refused while a running cluster uses one); `prune` frees layers
+    Rm(RmArgs),
     /// Delete layers no image needs
     Prune,
     /// Write an image as an OCI image layout (for registries, skopeo, KubeVirt)
@@ -127,8 +128,8 @@ impl RegistryArgs {
 /// `kvci image push`
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// Image name (NAME finds NAME:latest)
-    pub image: String,
+    /// Image name (NAME means NAME:latest)
+    pub image: ImageName,
     /// Where to: HOST[:PORT]/REPOSITORY[:TAG]
     pub reference: String,
     /// Push the KubeVirt containerDisk form (the disk flattened) instead of kvci's layered form
@@ -145,7 +146,7 @@ pub struct PullArgs {
     pub reference: String,
     /// Name in the store (NAME or NAME:TAG) [default: as `kvci image import` names it]
     #[arg(long)]
-    pub name: Option<String>,
+    pub name: Option<ImageName>,
     /// As for `kvci image import`: ignore unsafe links in files kvci does not read
     #[arg(long)]
     pub skip_unsafe_links: bool,
@@ -156,8 +157,8 @@ pub struct PullArgs {
 /// `kvci image export`
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Image name (NAME finds NAME:latest)
-    pub image: String,
+    /// Image name (NAME means NAME:latest)
+    pub image: ImageName,
     /// Directory of the OCI image layout (created if missing)
     #[arg(long, value_name = "DIR")]
     pub oci: std::path::PathBuf,
@@ -177,7 +178,7 @@ pub struct ImportArgs {
     /// Name in the store (NAME or NAME:TAG) [default: the exported image's name; for other
     /// images one made from the layout's tag]
     #[arg(long)]
-    pub name: Option<String>,
+    pub name: Option<ImageName>,
     /// Which image of the layout (its tag), when it holds several
     #[arg(long)]
     pub tag: Option<String>,
@@ -221,8 +222,16 @@ pub struct LsArgs {
 /// An image named on the command line.
 #[derive(Debug, Args)]
 pub struct NameArgs {
-    /// Image name (NAME finds NAME:latest)
-    pub name: String,
+    /// Image name (NAME means NAME:latest)
+    pub name: ImageName,
+}
+
+/// `kvci image rm`
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Image names (NAME means NAME:latest)
+    #[arg(required = true)]
+    pub names: Vec<ImageName>,
 }
 
 /// One row of `image ls --output json`.
@@ -239,7 +248,7 @@ struct Row {
 /// Runs kvci itself, so this is exactly `vm up` followed by `vm freeze`.
 fn freeze_with_memory(dirs: &Dirs, image: &str, accel: AccelChoice) -> Result<String> {
     let exe = std::env::current_exe()?;
-    let cluster = format!("wm-{}", image.split(':').next().unwrap_or("image"));
+    let cluster = format!("wm-{}", image.split(':').next().unwrap_or("image").replace(['.', '_'], "-"));
     let accel = match accel {
         AccelChoice::Auto => "auto",
         AccelChoice::Kvm => "kvm",
@@ -254,7 +263,8 @@ fn freeze_with_memory(dirs: &Dirs, image: &str, accel: AccelChoice) -> Result<St
     };
     eprintln!("kvci: starting {image} once to freeze it with its memory");
     kvci(&["vm", "up", "--name", &cluster, "--image", image, "--accel", accel, "--output", "json"])?;
-    if let Err(e) = kvci(&["vm", "freeze", "--name", &cluster, "--to", image]) {
+    // The frozen image replaces the one just built, under its name: that is the point.
+    if let Err(e) = kvci(&["vm", "freeze", "--name", &cluster, "--to", image, "--force"]) {
         let _ = kvci(&["vm", "down", "--name", &cluster, "--timeout", "5"]);
         return Err(e);
     }
@@ -285,8 +295,10 @@ pub fn run(dirs: &Dirs, cmd: ImageCommand) -> Result<ExitCode> {
             }
         }
         ImageCommand::Ls(a) => {
-            let rows: Vec<Row> = store
-                .list()?
+            let listing = store.list()?;
+            listing.warn_unreadable();
+            let rows: Vec<Row> = listing
+                .images
                 .into_iter()
                 .map(|m| Row { name: m.name, id: m.id, size: m.size, parent: m.parent, created: m.created })
                 .collect();
@@ -304,21 +316,27 @@ pub fn run(dirs: &Dirs, cmd: ImageCommand) -> Result<ExitCode> {
         }
         ImageCommand::Inspect(a) => match store.get(&a.name)? {
             Some(img) => println!("{}", serde_json::to_string_pretty(&img.manifest)?),
-            None => bail!("no image {:?} in the store (see `kvci image ls`)", a.name),
+            None => bail!("no image {} in the store (see `kvci image ls`)", a.name),
         },
         ImageCommand::Rm(a) => {
-            let Some(img) = store.get(&a.name)? else { bail!("no image {:?} in the store (see `kvci image ls`)", a.name) };
-            let users = crate::cluster::teardown::clusters_using(dirs, &img.manifest.name)?;
-            if let Some(first) = users.first() {
-                let names: Vec<String> = users.iter().map(|c| format!("{c:?}")).collect();
-                bail!(
-                    "image {} is used by running cluster(s) {}: take them down first (`kvci vm down --name {first}`)",
-                    img.manifest.name,
-                    names.join(", ")
-                );
+            // Every name is checked before any is removed: a typo in the list removes nothing.
+            for name in &a.names {
+                if !store.exists(name) {
+                    bail!("no image {name} in the store (see `kvci image ls`); nothing removed");
+                }
+                let users = crate::cluster::teardown::clusters_using(dirs, name)?;
+                if let Some(first) = users.first() {
+                    let names: Vec<String> = users.iter().map(|c| format!("{c:?}")).collect();
+                    bail!(
+                        "image {name} is used by running cluster(s) {}: take them down first (`kvci vm down --name {first}`); nothing removed",
+                        names.join(", ")
+                    );
+                }
             }
-            store.remove(&img.manifest.name)?;
-            eprintln!("kvci: removed {} (its layers go with `kvci image prune` if nothing else needs them)", img.manifest.name);
+            for name in &a.names {
+                store.remove(name)?;
+                eprintln!("kvci: removed {name} (its layers go with `kvci image prune` if nothing else needs them)");
+            }
         }
         ImageCommand::Export(a) => {
             let opts = ExportOptions { tag: a.tag };

@@ -160,7 +160,23 @@ mod tests {
     fn up_defaults_like_kubevirtci() {
         let cli = Cli::try_parse_from(["kvci", "vm", "up"]).unwrap();
         let Command::Vm(VmCommand::Up(a)) = cli.command else { panic!() };
-        assert_eq!((a.name.as_str(), a.nodes, a.image.as_str()), ("kvci", None, "tiny"));
+        assert_eq!((a.name.as_str(), a.nodes, a.image.to_string().as_str()), ("kvci", None, "tiny:latest"));
+    }
+
+    #[test]
+    fn image_names_that_are_paths_are_refused_by_the_parser() {
+        for args in [
+            &["kvci", "vm", "up", "--image", "../manifests/tiny"][..],
+            &["kvci", "image", "rm", "/tmp/v"],
+            &["kvci", "image", "inspect", "/tmp/v"],
+            &["kvci", "vm", "freeze", "--to", "a/b"],
+            &["kvci", "image", "import", "dir", "--name", "../x"],
+            &["kvci", "image", "push", "../x", "127.0.0.1:5000/x"],
+            &["kvci", "image", "export", "/x", "--oci", "d"],
+        ] {
+            let err = Cli::try_parse_from(args).err().unwrap_or_else(|| panic!("{args:?} was accepted")).to_string();
+            assert!(err.contains("never a path"), "{args:?}: {err}");
+        }
     }
 
     #[test]

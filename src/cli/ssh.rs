@@ -10,12 +10,18 @@ use clap::Args;
 use crate::cluster::layout::ClusterDir;
 use crate::config;
 use crate::paths::Dirs;
-use crate::ssh::client::{self, shell_quote, Session};
+use crate::ssh::client::{self, Session};
 
 use super::status;
 
 /// `kvci vm ssh`
+///
+/// As with `ssh`, the words after `--` are joined with spaces and run by the remote user's
+/// shell, so `-- 'uname -a; exit 7'` runs two commands and `-- echo "a  b"` prints `a b`
+/// (quote once more for the remote shell: `-- echo "'a  b'"`). Standard input goes to the
+/// command (`printf x | kvci vm ssh node01 -- wc -c`); `-n` closes it instead.
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct SshArgs {
     /// Cluster name
     #[arg(long, default_value = config::DEFAULT_NAME, env = "KVCI_CLUSTER")]
@@ -25,13 +31,21 @@ pub struct SshArgs {
     /// Force a PTY even when a command is given
     #[arg(short = 't')]
     pub tty: bool,
-    /// Command to run (after `--`); a login shell when omitted
+    /// Give the command an empty standard input instead of this one's
+    #[arg(short = 'n')]
+    pub no_stdin: bool,
+    /// Command line to run (after `--`, words joined as ssh does); a login shell when omitted
     #[arg(last = true)]
     pub command: Vec<String>,
 }
 
 /// `kvci vm scp`
+///
+/// Copies one file to or from a node. A destination that is a directory gets the file under
+/// its own name, as with scp. An upload lands in a temporary file beside the target and is
+/// renamed over it only once complete, so a failed copy never leaves a truncated file.
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct ScpArgs {
     /// Cluster name
     #[arg(long, default_value = config::DEFAULT_NAME, env = "KVCI_CLUSTER")]
@@ -64,18 +78,29 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// Runs `vm ssh`; the exit code is the remote command's.
 pub fn run_ssh(dirs: &Dirs, a: SshArgs) -> Result<ExitCode> {
     config::validate_name(&a.name)?;
-    let code = runtime()?.block_on(async {
+    let rt = runtime()?;
+    let code = rt.block_on(async {
         let mut s = session(dirs, &a.name, &a.node).await?;
-        let command = (!a.command.is_empty()).then(|| a.command.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" "));
+        let command = remote_command(&a.command);
         let code = match (&command, a.tty) {
             (None, _) => s.interactive(None).await?,
             (Some(c), true) => s.interactive(Some(c)).await?,
-            (Some(c), false) => s.exec_streaming(c).await?,
+            (Some(c), false) if a.no_stdin => s.exec_streaming(c, None).await?,
+            (Some(c), false) => s.exec_streaming(c, Some(&mut tokio::io::stdin())).await?,
         };
         let _ = s.close().await;
         anyhow::Ok(code)
-    })?;
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+    });
+    // A read of our stdin may still be blocked in tokio's blocking pool (the command exited
+    // without reading it all): do not wait for it.
+    rt.shutdown_background();
+    Ok(ExitCode::from(u8::try_from(code?).unwrap_or(255)))
+}
+
+/// The command line ssh would send for `words`: joined with spaces, for the remote shell to
+/// parse (no quoting added, so shell syntax works as with `ssh node -- 'a; b'`).
+fn remote_command(words: &[String]) -> Option<String> {
+    (!words.is_empty()).then(|| words.join(" "))
 }
 
 /// `NODE:PATH` → `(node, path)`; a local path → `None`.
@@ -109,6 +134,14 @@ pub fn run_scp(dirs: &Dirs, a: ScpArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_words_are_joined_like_ssh() {
+        let w = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(remote_command(&w(&["uname -a; exit 7"])).as_deref(), Some("uname -a; exit 7"));
+        assert_eq!(remote_command(&w(&["echo", "a  b", "'c  d'"])).as_deref(), Some("echo a  b 'c  d'"));
+        assert_eq!(remote_command(&[]), None);
+    }
 
     #[test]
     fn remote_paths_are_node_colon_path() {

@@ -10,6 +10,7 @@ use crate::cluster::layout::ClusterDir;
 use crate::cluster::plan::Launch;
 use crate::cluster::teardown;
 use crate::config::{self, ClusterSpec, HostLimits};
+use crate::image::name::ImageName;
 use crate::paths::Dirs;
 use crate::ports::FixedPorts;
 use crate::supervisor::{server, spawn};
@@ -26,9 +27,9 @@ pub struct UpArgs {
     /// Number of nodes (node01, node02, …) [default: the image's, else 1]
     #[arg(long, env = "KUBEVIRT_NUM_NODES")]
     pub nodes: Option<u32>,
-    /// Image to boot, from the store (`kvci image ls`); `tiny` is built on first use
+    /// Image to boot, from the store (`kvci image ls`; NAME means NAME:latest); `tiny` is built on first use
     #[arg(long, default_value = "tiny")]
-    pub image: String,
+    pub image: ImageName,
     /// Memory per node, e.g. 512M, 3096M, 2G [default: the image's]
     #[arg(long, env = "KUBEVIRT_MEMORY_SIZE")]
     pub memory: Option<String>,

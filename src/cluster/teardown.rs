@@ -60,14 +60,16 @@ pub fn remove_stale(dir: &ClusterDir) -> Result<Vec<u32>> {
 }
 
 /// Names of live clusters booted from image `image` (its full `NAME:TAG` name).
-pub fn clusters_using(dirs: &crate::paths::Dirs, image: &str) -> Result<Vec<String>> {
+pub fn clusters_using(dirs: &crate::paths::Dirs, image: &crate::image::name::ImageName) -> Result<Vec<String>> {
     let mut used = Vec::new();
     let Ok(entries) = std::fs::read_dir(dirs.clusters()) else { return Ok(used) };
     for e in entries.flatten() {
         let dir = ClusterDir::new(dirs, &e.file_name().to_string_lossy());
         let Ok(bytes) = std::fs::read(dir.launch()) else { continue };
         let Ok(launch) = serde_json::from_slice::<crate::cluster::plan::Launch>(&bytes) else { continue };
-        if launch.spec.image == image && supervisor_alive(&dir)? {
+        // Clusters started by older kvci versions may record `tiny` for `tiny:latest`.
+        let same = crate::image::name::ImageName::parse(&launch.spec.image).is_ok_and(|n| n == *image);
+        if same && supervisor_alive(&dir)? {
             used.push(dir.name().to_string());
         }
     }

@@ -6,6 +6,7 @@ pub mod debs;
 pub mod digest;
 pub mod import;
 pub mod initramfs;
+pub mod name;
 pub mod provider;
 pub mod recipe;
 pub mod rootfs;
@@ -24,20 +25,23 @@ pub const AGENT: &[u8] = include_bytes!("../../firmware/agent");
 pub const GUEST_TOOLS: [(&str, &[u8]); 2] = [("usr/libexec/kvci/beacon", BEACON), ("usr/libexec/kvci/agent", AGENT)];
 
 use crate::paths::Dirs;
+use name::ImageName;
 use store::{Image, Store};
 
 /// Finds `name` in the store; `tiny` is built (or rebuilt after a recipe change) on first use.
-pub fn resolve(dirs: &Dirs, name: &str) -> Result<Image> {
+pub fn resolve(dirs: &Dirs, name: &ImageName) -> Result<Image> {
     let store = Store::open(&dirs.images())?;
-    if name == tiny::NAME {
+    if *name == tiny::name() {
         return tiny::ensure(&store, &dirs.cache());
     }
     match store.get(name)? {
         Some(image) => Ok(image),
         None => {
-            let known: Vec<String> = store.list()?.into_iter().map(|m| m.name).collect();
+            let listing = store.list()?;
+            listing.warn_unreadable();
+            let known: Vec<String> = listing.images.into_iter().map(|m| m.name).collect();
             bail!(
-                "unknown image {name:?}: the store at {} has [{}] and kvci can build `{}`; \
+                "unknown image {name}: the store at {} has [{}] and kvci can build `{}`; \
                  see `kvci image ls` and `kvci image build`",
                 store.root().display(),
                 known.join(", "),

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! images/layers/<id>/{vmlinuz,initrd.img,disk.qcow2}   read-only once committed
-//! images/manifests/<name>.json                          name → layer + boot settings
+//! images/manifests/<name>:<tag>.json                    name → layer + boot settings
 //! images/staging/                                       builds in progress (same filesystem)
 //! images/lock                                           held while building or committing
 //! ```
@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
+
+use super::name::ImageName;
 
 /// What the store records about an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +161,25 @@ impl Image {
     }
 }
 
+/// What [`Store::list`] found.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Readable manifests, by name.
+    pub images: Vec<Manifest>,
+    /// Manifests that could not be read, with why.
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+impl Listing {
+    /// Says on stderr which manifests could not be read, so an empty list is not taken for an
+    /// empty store.
+    pub fn warn_unreadable(&self) {
+        for (path, why) in &self.unreadable {
+            eprintln!("kvci: warning: cannot read image manifest {} ({why}); `kvci image ls` leaves it out", path.display());
+        }
+    }
+}
+
 /// The store at one root directory.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -166,13 +187,42 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`.
+    /// Opens (creating if needed) the store at `root`. Manifests of older kvci versions named
+    /// without a tag (`tiny.json`) get their one spelling (`tiny:latest.json`).
     pub fn open(root: &Path) -> Result<Store> {
         for sub in ["layers", "manifests", "staging"] {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).with_context(|| format!("creating image store directory {}", p.display()))?;
         }
-        Ok(Store { root: root.to_path_buf() })
+        let store = Store { root: root.to_path_buf() };
+        store.tag_untagged_manifests()?;
+        Ok(store)
+    }
+
+    fn tag_untagged_manifests(&self) -> Result<()> {
+        for e in std::fs::read_dir(self.root.join("manifests"))? {
+            let path = e?.path();
+            let Some(stem) = path.file_stem().and_then(|s| s.to_str()).filter(|_| path.extension().is_some_and(|x| x == "json")) else {
+                continue;
+            };
+            if stem.contains(':') {
+                continue;
+            }
+            let Ok(name) = ImageName::parse(stem) else { continue };
+            let Ok(mut manifest) = serde_json::from_slice::<Manifest>(&std::fs::read(&path)?) else { continue };
+            if self.manifest_path(&name).exists() {
+                // Both spellings exist (an older `vm freeze --to tiny` made `tiny:latest` beside
+                // `tiny`): keep the untagged one under a tag of its own rather than lose it.
+                let kept = ImageName::new(name.repo(), &format!("untagged-{}", &manifest.id[..12.min(manifest.id.len())]))?;
+                eprintln!("kvci: image store: {stem} and {name} both existed; the older spelling is now {kept}");
+                manifest.name = kept.to_string();
+            } else {
+                manifest.name = name.to_string();
+            }
+            self.name(&manifest)?;
+            std::fs::remove_file(&path)?;
+        }
+        Ok(())
     }
 
     /// The store's root.
@@ -192,36 +242,45 @@ impl Store {
         tempfile::Builder::new().prefix("build-").tempdir_in(self.root.join("staging")).context("creating a staging directory")
     }
 
-    /// The image called `name` (`NAME` also finds `NAME:latest`), if its manifest and layer
-    /// are there.
-    pub fn get(&self, name: &str) -> Result<Option<Image>> {
-        let path = self.manifest_path(&self.full_name(name));
+    /// The image called `name`, if its manifest and layer are there.
+    pub fn get(&self, name: &ImageName) -> Result<Option<Image>> {
+        let path = self.manifest_path(name);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let manifest: Manifest = serde_json::from_str(&text).with_context(|| format!("corrupt image manifest {}", path.display()))?;
+        let mut manifest: Manifest = serde_json::from_str(&text).with_context(|| format!("corrupt image manifest {}", path.display()))?;
+        manifest.name = name.to_string();
         let dir = self.root.join("layers").join(&manifest.id);
         if !dir.join(&manifest.disk).is_file() {
-            anyhow::bail!("image {name:?} is damaged: its layer {} is missing; rebuild it (`kvci image build {name}`)", dir.display());
+            anyhow::bail!("image {name} is damaged: its layer {} is missing; rebuild it (`kvci image build {}`)", dir.display(), name.repo());
         }
         Ok(Some(Image { manifest, dir }))
     }
 
-    /// All images, by name.
-    pub fn list(&self) -> Result<Vec<Manifest>> {
-        let mut v = Vec::new();
+    /// Whether an image is called `name`.
+    pub fn exists(&self, name: &ImageName) -> bool {
+        self.manifest_path(name).exists()
+    }
+
+    /// All images, by name, and the manifests that could not be read (damaged, or written by a
+    /// newer kvci): callers must not take those for absent.
+    pub fn list(&self) -> Result<Listing> {
+        let mut listing = Listing::default();
         for e in std::fs::read_dir(self.root.join("manifests"))? {
             let p = e?.path();
-            if p.extension().is_some_and(|x| x == "json") {
-                if let Ok(m) = serde_json::from_slice::<Manifest>(&std::fs::read(&p)?) {
-                    v.push(m);
-                }
+            if !p.extension().is_some_and(|x| x == "json") {
+                continue;
+            }
+            let parsed = std::fs::read(&p).map_err(anyhow::Error::from).and_then(|b| Ok(serde_json::from_slice::<Manifest>(&b)?));
+            match parsed {
+                Ok(m) => listing.images.push(m),
+                Err(e) => listing.unreadable.push((p, e.to_string())),
             }
         }
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(v)
+        listing.images.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(listing)
     }
 
     /// Commits a staging directory (see [`Store::commit`]); on failure it is removed.
@@ -276,9 +335,12 @@ impl Store {
         }
     }
 
-    /// Points `manifest.name` at its layer (which must be committed).
+    /// Points `manifest.name` (a valid [`ImageName`], stored with its tag) at its layer (which
+    /// must be committed).
     pub fn name(&self, manifest: &Manifest) -> Result<()> {
-        let path = self.manifest_path(&manifest.name);
+        let name = ImageName::parse(&manifest.name)?;
+        let manifest = Manifest { name: name.to_string(), ..manifest.clone() };
+        let path = self.manifest_path(&name);
         let tmp = path.with_extension("json.tmp");
         let mut f = File::create(&tmp)?;
         f.write_all(serde_json::to_string_pretty(&manifest)?.as_bytes())?;
@@ -288,8 +350,8 @@ impl Store {
     }
 
     /// Removes the name `name` (its layers stay until `prune`).
-    pub fn remove(&self, name: &str) -> Result<bool> {
-        match std::fs::remove_file(self.manifest_path(&self.full_name(name))) {
+    pub fn remove(&self, name: &ImageName) -> Result<bool> {
+        match std::fs::remove_file(self.manifest_path(name)) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
@@ -297,8 +359,17 @@ impl Store {
     }
 
     /// Deletes layers no image needs (directly or as a parent or boot layer); returns their ids.
+    /// Refuses while a manifest cannot be read: its layers would look unused.
     pub fn prune(&self) -> Result<Vec<String>> {
-        let manifests = self.list()?;
+        let listing = self.list()?;
+        if let Some((path, why)) = listing.unreadable.first() {
+            anyhow::bail!(
+                "not pruning: image manifest {} cannot be read ({why}), so the layers it needs are unknown; \
+                 fix or remove that file first",
+                path.display()
+            );
+        }
+        let manifests = listing.images;
         let mut keep: Vec<String> = Vec::new();
         for m in &manifests {
             keep.push(m.id.clone());
@@ -327,16 +398,7 @@ impl Store {
         Ok(removed)
     }
 
-    /// `NAME` as stored: itself if an image has that exact name (`tiny`), else `NAME:latest`.
-    fn full_name(&self, name: &str) -> String {
-        if name.contains(':') || self.manifest_path(name).exists() {
-            name.to_string()
-        } else {
-            format!("{name}:latest")
-        }
-    }
-
-    fn manifest_path(&self, name: &str) -> PathBuf {
+    fn manifest_path(&self, name: &ImageName) -> PathBuf {
         self.root.join("manifests").join(format!("{name}.json"))
     }
 }
@@ -366,6 +428,18 @@ mod tests {
         Manifest::root(name, id, "console=ttyS0".into(), 512, 1)
     }
 
+    fn n(s: &str) -> ImageName {
+        ImageName::parse(s).unwrap()
+    }
+
+    fn commit(store: &Store, name: &str, id: &str, parent: Option<&str>) {
+        let staged = store.staging().unwrap();
+        std::fs::write(staged.path().join("disk.qcow2"), b"q").unwrap();
+        let mut m = manifest(name, id);
+        m.parent = parent.map(String::from);
+        store.commit(&staged.keep(), m).unwrap();
+    }
+
     #[test]
     fn committed_layer_is_read_only_and_named() {
         let tmp = tempfile::tempdir().unwrap();
@@ -374,10 +448,12 @@ mod tests {
         std::fs::write(staged.path().join("disk.qcow2"), b"q").unwrap();
         let img = store.commit(staged.path(), manifest("tiny", "abc")).unwrap();
         assert!(img.disk().metadata().unwrap().permissions().readonly());
-        let got = store.get("tiny").unwrap().unwrap();
+        let got = store.get(&n("tiny")).unwrap().unwrap();
         assert_eq!(got.manifest.id, "abc");
-        assert_eq!(store.list().unwrap().len(), 1);
-        assert!(store.get("other").unwrap().is_none());
+        assert_eq!(got.manifest.name, "tiny:latest", "one spelling: NAME is NAME:latest");
+        assert!(tmp.path().join("manifests/tiny:latest.json").exists());
+        assert_eq!(store.list().unwrap().images.len(), 1);
+        assert!(store.get(&n("other")).unwrap().is_none());
     }
 
     #[test]
@@ -385,27 +461,72 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path()).unwrap();
         for (name, id, parent) in [("base", "b", None), ("child:latest", "c", Some("b")), ("gone", "g", None)] {
-            let staged = store.staging().unwrap();
-            std::fs::write(staged.path().join("disk.qcow2"), b"q").unwrap();
-            let mut m = manifest(name, id);
-            m.parent = parent.map(String::from);
-            store.commit(&staged.keep(), m).unwrap();
+            commit(&store, name, id, parent);
         }
-        assert!(store.remove("base").unwrap());
-        assert!(store.remove("gone").unwrap());
-        assert!(!store.remove("gone").unwrap());
+        assert!(store.remove(&n("base")).unwrap());
+        assert!(store.remove(&n("gone:latest")).unwrap());
+        assert!(!store.remove(&n("gone")).unwrap());
         let removed = store.prune().unwrap();
         assert_eq!(removed, vec!["g".to_string()]);
-        assert!(store.get("child").unwrap().is_some(), "NAME finds NAME:latest");
+        assert!(store.get(&n("child")).unwrap().is_some(), "NAME finds NAME:latest");
         assert!(tmp.path().join("layers/b/disk.qcow2").exists(), "a parent layer was pruned");
+    }
+
+    #[test]
+    fn a_name_is_never_a_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let mut m = manifest("x", "i");
+        m.name = "../../outside".into();
+        assert!(store.name(&m).is_err());
+        assert!(!tmp.path().join("outside.json").exists() && !tmp.path().parent().unwrap().join("outside.json").exists());
+    }
+
+    #[test]
+    fn untagged_manifests_of_older_stores_get_their_tag() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(tmp.path()).unwrap();
+            commit(&store, "tiny", "old", None);
+            commit(&store, "etcd", "e", None);
+            commit(&store, "other", "o", None);
+        }
+        // As an older kvci left them: `tiny.json` (untagged) beside `tiny:latest.json`, `etcd.json`.
+        let m = |f: &str| tmp.path().join("manifests").join(f);
+        std::fs::rename(m("tiny:latest.json"), m("tiny.json")).unwrap();
+        std::fs::rename(m("etcd:latest.json"), m("etcd.json")).unwrap();
+        std::fs::write(m("tiny:latest.json"), serde_json::to_vec(&manifest("tiny:latest", "o")).unwrap()).unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let names: Vec<String> = store.list().unwrap().images.into_iter().map(|m| m.name).collect();
+        assert_eq!(names, ["etcd:latest", "other:latest", "tiny:latest", "tiny:untagged-old"]);
+        assert_eq!(store.get(&n("tiny:untagged-old")).unwrap().unwrap().manifest.id, "old", "nothing is lost");
+        assert!(!m("tiny.json").exists() && !m("etcd.json").exists());
+    }
+
+    #[test]
+    fn unreadable_manifests_are_reported_and_stop_prune() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        commit(&store, "a", "la", None);
+        commit(&store, "b", "lb", None);
+        // Damaged, or from a newer kvci: its layer must survive a prune.
+        let mut future = serde_json::to_value(manifest("b", "lb")).unwrap();
+        future["new_field"] = serde_json::json!(1);
+        std::fs::write(tmp.path().join("manifests/b:latest.json"), serde_json::to_vec(&future).unwrap()).unwrap();
+        let listing = store.list().unwrap();
+        assert_eq!(listing.images.len(), 1);
+        assert_eq!(listing.unreadable.len(), 1);
+        let err = store.prune().unwrap_err().to_string();
+        assert!(err.contains("b:latest.json") && err.contains("not pruning"), "{err}");
+        assert!(tmp.path().join("layers/lb/disk.qcow2").exists());
     }
 
     #[test]
     fn manifest_without_layer_is_reported_damaged() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path()).unwrap();
-        std::fs::write(tmp.path().join("manifests/x.json"), serde_json::to_vec(&manifest("x", "gone")).unwrap()).unwrap();
-        let err = store.get("x").unwrap_err().to_string();
+        std::fs::write(tmp.path().join("manifests/x:latest.json"), serde_json::to_vec(&manifest("x", "gone")).unwrap()).unwrap();
+        let err = store.get(&n("x")).unwrap_err().to_string();
         assert!(err.contains("damaged"), "{err}");
     }
 }

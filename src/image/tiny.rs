@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use super::name::{ImageName, DEFAULT_TAG};
 use super::initramfs::{self, Entry};
 use super::recipe::TinyRecipe;
 use super::rootfs::{self, File};
@@ -65,17 +66,22 @@ pub fn recipe() -> TinyRecipe {
     TinyRecipe::parse("images/tiny/recipe.toml", RECIPE).expect("the compiled-in recipe is tested to parse")
 }
 
+/// `tiny:latest`, the name the image has in the store.
+pub fn name() -> ImageName {
+    ImageName::new(NAME, DEFAULT_TAG).expect("tiny is a valid image name")
+}
+
 /// Returns `tiny` from the store, building it first if it is missing or its recipe changed.
 pub fn ensure(store: &Store, cache: &Path) -> Result<Image> {
     let id = recipe_id();
-    if let Some(img) = store.get(NAME)? {
+    if let Some(img) = store.get(&name())? {
         if img.manifest.id == id {
             return Ok(img);
         }
     }
     let _lock = store.lock()?;
     // Another kvci may have built it while we waited for the lock.
-    if let Some(img) = store.get(NAME)? {
+    if let Some(img) = store.get(&name())? {
         if img.manifest.id == id {
             return Ok(img);
         }
@@ -121,7 +127,7 @@ pub fn build(store: &Store, _cache: &Path, id: &str) -> Result<Image> {
     crate::disk::standalone(&raw, &staging.path().join("disk.qcow2"))?;
 
     step(5, "committing to the image store");
-    let manifest = Manifest::root(NAME, id, recipe.append.clone(), recipe.memory_mib, recipe.cpus);
+    let manifest = Manifest::root(&name().to_string(), id, recipe.append.clone(), recipe.memory_mib, recipe.cpus);
     let image = store.commit_staged(staging, manifest)?;
     eprintln!("kvci: image {NAME} built in {:.1}s ({} MiB)", started.elapsed().as_secs_f64(), image.manifest.size >> 20);
     Ok(image)

@@ -254,31 +254,45 @@ impl<W: Write> Write for HashingWriter<W> {
 /// Copies blob `src` to `dest`, verifying it against `expected` while copying; a damaged blob
 /// leaves no `dest` behind.
 pub fn copy_verified(src: &Path, expected: &BlobRef, dest: &Path, what: &str) -> Result<()> {
-    let file = File::open(src).with_context(|| format!("{what} is missing ({}); export or copy the image again", src.display()))?;
-    let len = file.metadata()?.len();
-    if len != expected.size {
-        bail!("{what} is damaged: {} has {len} bytes, the manifest says {}; export or copy the image again", src.display(), expected.size);
-    }
-    let mut file = file;
+    let mut file = open_sized(src, expected, what)?;
     let mut out = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
     let copied = copy_hashed(&mut file, &mut out).with_context(|| format!("copying {what} to {}", dest.display()));
-    let checked = copied.and_then(|got| {
-        if got != *expected {
-            bail!(
-                "{what} is damaged: expected sha256:{} ({} bytes), read sha256:{} ({} bytes); export or copy the image again",
-                expected.sha256,
-                expected.size,
-                got.sha256,
-                got.size
-            );
-        }
-        Ok(())
-    });
+    let checked = copied.and_then(|got| same(expected, &got, what));
     if checked.is_err() {
         drop(out);
         let _ = std::fs::remove_file(dest);
     }
     checked
+}
+
+/// Reads the blob at `src` and checks it against `expected`, keeping nothing.
+pub fn verify(src: &Path, expected: &BlobRef, what: &str) -> Result<()> {
+    let mut file = open_sized(src, expected, what)?;
+    let got = copy_hashed(&mut file, &mut std::io::sink()).with_context(|| format!("reading {what} ({})", src.display()))?;
+    same(expected, &got, what)
+}
+
+/// Opens a blob whose size must be `expected.size`.
+fn open_sized(src: &Path, expected: &BlobRef, what: &str) -> Result<File> {
+    let file = File::open(src).with_context(|| format!("{what} is missing ({}); export or copy the image again", src.display()))?;
+    let len = file.metadata()?.len();
+    if len != expected.size {
+        bail!("{what} is damaged: {} has {len} bytes, the manifest says {}; export or copy the image again", src.display(), expected.size);
+    }
+    Ok(file)
+}
+
+fn same(expected: &BlobRef, got: &BlobRef, what: &str) -> Result<()> {
+    if got != expected {
+        bail!(
+            "{what} is damaged: expected sha256:{} ({} bytes), read sha256:{} ({} bytes); export or copy the image again",
+            expected.sha256,
+            expected.size,
+            got.sha256,
+            got.size
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

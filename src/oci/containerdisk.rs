@@ -23,7 +23,7 @@ pub const QEMU_UID: u64 = 107;
 pub const DISK_PATH: &str = "disk/disk.qcow2";
 
 /// Writes `image_name`'s disk (its whole chain, flattened) as a containerDisk into `dir`.
-pub fn export_containerdisk(store: &Store, image_name: &str, dir: &Path, opts: &ExportOptions) -> Result<ExportSummary> {
+pub fn export_containerdisk(store: &Store, image_name: &crate::image::name::ImageName, dir: &Path, opts: &ExportOptions) -> Result<ExportSummary> {
     let image = find_image(store, image_name)?;
     if image.manifest.frozen.is_some() {
         bail!(

@@ -13,6 +13,7 @@ use super::blob::{self, BlobRef};
 use super::config::{rfc3339, Backing, FileRecord, KvciConfig, LayerRecord, FORMAT};
 use super::layout::{descriptor, Layout};
 use super::media;
+use crate::image::name::ImageName;
 use crate::image::store::{Image, Manifest, Store};
 
 /// How to export.
@@ -44,8 +45,8 @@ pub fn default_tag(image_name: &str, tag: Option<&str>) -> String {
 }
 
 /// Looks `name` up, saying what to do when it is not there.
-pub fn find_image(store: &Store, name: &str) -> Result<Image> {
-    store.get(name)?.with_context(|| format!("no image {name:?} in the store (see `kvci image ls`; `kvci image build {name}` makes one)"))
+pub fn find_image(store: &Store, name: &ImageName) -> Result<Image> {
+    store.get(name)?.with_context(|| format!("no image {name} in the store (see `kvci image ls`; `kvci image build {}` makes one)", name.repo()))
 }
 
 /// Every layer `image` needs, parents and boot layers before the layers that use them.
@@ -91,7 +92,7 @@ pub fn backing_in_store(layers_dir: &Path, disk_dir: &Path, raw: &str) -> Result
 
 /// Writes `image_name` from `store` into the layout at `dir` (created, or added to when it is
 /// one already) and tags it.
-pub fn export_layout(store: &Store, image_name: &str, dir: &Path, opts: &ExportOptions) -> Result<ExportSummary> {
+pub fn export_layout(store: &Store, image_name: &ImageName, dir: &Path, opts: &ExportOptions) -> Result<ExportSummary> {
     let started = Instant::now();
     let image = find_image(store, image_name)?;
     let chain = layer_chain(store, &image)?;
@@ -154,7 +155,7 @@ pub fn export_layout(store: &Store, image_name: &str, dir: &Path, opts: &ExportO
     let manifest = write_manifest(&layout, &config, descriptors.clone(), rfc3339(image.manifest.created))?;
     layout.tag(manifest.clone(), &tag)?;
     let bytes = descriptors.iter().map(|d| d.size()).sum::<u64>() + config.size;
-    tracing::info!(image = image_name, secs = started.elapsed().as_secs_f64(), bytes, "exported");
+    tracing::info!(image = %image_name, secs = started.elapsed().as_secs_f64(), bytes, "exported");
     Ok(ExportSummary { dir: dir.to_path_buf(), tag, manifest, blobs: descriptors.len() + 1, bytes })
 }
 

@@ -9,17 +9,17 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::blob::{self, BlobRef};
-use super::config::{plain_name, KvciConfig};
+use super::config::KvciConfig;
 use super::layout::{Layout, Resolved};
 use super::{kubevirtci, media};
+use crate::image::name::{ImageName, DEFAULT_TAG};
 use crate::image::store::{Image, Store};
 
 /// How to import.
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
-    /// Store name (`NAME` or `NAME:TAG`); default: the exported image's name, or for other
-    /// images the layout's tag.
-    pub name: Option<String>,
+    /// Store name; default: the exported image's name, or for other images the layout's tag.
+    pub name: Option<ImageName>,
     /// Which image of the layout (its `org.opencontainers.image.ref.name`); needed only when
     /// the layout holds several.
     pub tag: Option<String>,
@@ -27,20 +27,12 @@ pub struct ImportOptions {
     pub skip_unsafe_links: bool,
 }
 
-/// `NAME` → `NAME:latest`; the name part must be a valid image name.
-pub fn store_name(name: &str) -> Result<String> {
-    let (base, tag) = name.split_once(':').unwrap_or((name, "latest"));
-    crate::config::validate_name(base).map_err(|_| anyhow::anyhow!("invalid image name {name:?}: use a-z, 0-9 and '-' (and :TAG)"))?;
-    plain_name(tag).map_err(|_| anyhow::anyhow!("invalid tag in {name:?}"))?;
-    Ok(format!("{base}:{tag}"))
-}
-
 /// A store name from a layout's tag, which may be a plain tag (`k8s-1.30`) or a whole
 /// reference (`quay.io/kubevirtci/k8s-1.30:2405`): the last path segment, lowercased, other
 /// characters turned into `-`.
-pub fn name_from_ref(r: &str) -> Option<String> {
+pub fn name_from_ref(r: &str) -> Option<ImageName> {
     let last = r.rsplit('/').next().unwrap_or(r);
-    let (base, tag) = last.split_once(':').unwrap_or((last, "latest"));
+    let (base, tag) = last.split_once(':').unwrap_or((last, DEFAULT_TAG));
     let clean = |s: &str, keep: fn(char) -> bool| -> String {
         s.to_ascii_lowercase().chars().map(|c| if keep(c) { c } else { '-' }).collect::<String>().trim_matches('-').to_string()
     };
@@ -48,7 +40,7 @@ pub fn name_from_ref(r: &str) -> Option<String> {
     base.truncate(32);
     let base = base.trim_end_matches('-');
     let tag = clean(tag, |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-    store_name(&format!("{base}:{}", if tag.is_empty() { "latest" } else { &tag })).ok()
+    ImageName::new(base, if tag.is_empty() { DEFAULT_TAG } else { &tag }).ok()
 }
 
 /// Imports the image of the layout at `dir` into `store`.
@@ -58,28 +50,25 @@ pub fn import_layout(store: &Store, dir: &Path, opts: &ImportOptions) -> Result<
     match KvciConfig::from_image_config(&resolved.config)? {
         Some(k) => {
             let name = match &opts.name {
-                Some(n) => store_name(n)?,
-                // The exporter's name, as it was (`tiny` stays `tiny`).
-                None => {
-                    store_name(&k.image.name)?;
-                    k.image.name.clone()
-                }
+                Some(n) => n.clone(),
+                // The exporter's name (an older kvci's `tiny` is `tiny:latest`).
+                None => ImageName::parse(&k.image.name).context("the exported image's name")?,
             };
             import_kvci(store, &layout, &resolved, &k, &name)
         }
         None => {
             let name = match (&opts.name, &resolved.ref_name) {
-                (Some(n), _) => store_name(n)?,
+                (Some(n), _) => n.clone(),
                 (None, Some(r)) => name_from_ref(r).with_context(|| format!("the layout's tag {r:?} makes no image name: pass --name NAME"))?,
                 (None, None) => bail!("the image in {} has no tag to name it by: pass --name NAME", dir.display()),
             };
-            kubevirtci::import(store, &layout, &resolved, &name, opts.skip_unsafe_links)
+            kubevirtci::import(store, &layout, &resolved, &name.to_string(), opts.skip_unsafe_links)
         }
     }
 }
 
 /// Rebuilds the store layers recorded in `k` (reusing those the store has) and names the image.
-fn import_kvci(store: &Store, layout: &Layout, resolved: &Resolved, k: &KvciConfig, name: &str) -> Result<Image> {
+fn import_kvci(store: &Store, layout: &Layout, resolved: &Resolved, k: &KvciConfig, name: &ImageName) -> Result<Image> {
     let listed: HashMap<String, u64> = resolved.manifest.layers().iter().map(|d| (d.digest().to_string(), d.size())).collect();
     for f in k.layers.iter().flat_map(|l| &l.files) {
         match listed.get(&f.digest) {
@@ -97,7 +86,14 @@ fn import_kvci(store: &Store, layout: &Layout, resolved: &Resolved, k: &KvciConf
     let mut staged = Vec::new();
     for layer in &k.layers {
         if store.layer_dir(&layer.id).exists() {
-            tracing::info!(layer = %layer.id, "layer already in the store");
+            // The store's copy is used, but a damaged layout is refused all the same: the user
+            // learns of it here rather than in another store that lacks the layer.
+            for f in &layer.files {
+                let expected = BlobRef { sha256: blob::sha256_hex(&f.digest)?.to_string(), size: f.size };
+                let what = format!("blob {} ({} of layer {})", f.digest, f.name, &layer.id[..12.min(layer.id.len())]);
+                blob::verify(&layout.blob_path(&f.digest)?, &expected, &what)?;
+            }
+            tracing::info!(layer = %layer.id, "layer already in the store; its blobs check out");
             continue;
         }
         let staging = store.staging()?;
@@ -138,20 +134,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_get_a_tag() {
-        assert_eq!(store_name("etcd").unwrap(), "etcd:latest");
-        assert_eq!(store_name("etcd:v1").unwrap(), "etcd:v1");
-        assert!(store_name("Bad_Name").is_err());
-        assert!(store_name("x:../y").is_err());
-        assert!(store_name("../x").is_err());
-    }
-
-    #[test]
     fn layout_tags_become_store_names() {
-        assert_eq!(name_from_ref("k8s-1.30").as_deref(), Some("k8s-1-30:latest"));
-        assert_eq!(name_from_ref("quay.io/kubevirtci/k8s-1.30:2405151527-a4b1c5").as_deref(), Some("k8s-1-30:2405151527-a4b1c5"));
-        assert_eq!(name_from_ref("it-kubevirtci").as_deref(), Some("it-kubevirtci:latest"));
-        assert_eq!(name_from_ref("Fedora_39").as_deref(), Some("fedora-39:latest"));
+        assert_eq!(name_from_ref("k8s-1.30").map(|n| n.to_string()).as_deref(), Some("k8s-1-30:latest"));
+        assert_eq!(name_from_ref("quay.io/kubevirtci/k8s-1.30:2405151527-a4b1c5").map(|n| n.to_string()).as_deref(), Some("k8s-1-30:2405151527-a4b1c5"));
+        assert_eq!(name_from_ref("it-kubevirtci").map(|n| n.to_string()).as_deref(), Some("it-kubevirtci:latest"));
+        assert_eq!(name_from_ref("Fedora_39").map(|n| n.to_string()).as_deref(), Some("fedora-39:latest"));
         assert_eq!(name_from_ref("..."), None);
     }
 }

@@ -16,6 +16,7 @@ use crate::cluster::node::ShutdownKind;
 use crate::cluster::plan::{plan, Launch};
 use crate::config::ClusterSpec;
 use crate::image::provider::{Base, Loaded};
+use crate::image::name::ImageName;
 use crate::image::store::{Image, Manifest, Store, UpManifest};
 use crate::paths::Dirs;
 use crate::provision::output::{tail_lines, Tee};
@@ -41,7 +42,7 @@ pub fn build(dirs: &Dirs, provider: &Loaded, opts: &BuildOptions) -> Result<Imag
     if let Base::Debootstrap(spec) = &provider.recipe.base {
         // (The guest programs kvci adds are part of every layer id: see `Loaded::id`.)
         let id = provider.id("debootstrap").context("hashing the recipe")?;
-        let name = format!("{}:{}", provider.name, opts.tag);
+        let name = ImageName::new(&provider.name, &opts.tag)?;
         if !opts.force {
             if let Some(img) = store.get(&name)?.filter(|i| i.manifest.id == id) {
                 eprintln!("kvci: image {name} is up to date ({})", &id[..12]);
@@ -52,7 +53,7 @@ pub fn build(dirs: &Dirs, provider: &Loaded, opts: &BuildOptions) -> Result<Imag
         if let Some(img) = fresh_after_lock(&store, &name, &id, opts)? {
             return Ok(img);
         }
-        return crate::image::debootstrap::build(&store, provider, spec, &id, &name);
+        return crate::image::debootstrap::build(&store, provider, spec, &id, &name.to_string());
     }
     if let Base::Qcow2 { .. } | Base::Url { .. } = &provider.recipe.base {
         return import_base(&store, provider, opts);
@@ -68,7 +69,7 @@ pub fn build(dirs: &Dirs, provider: &Loaded, opts: &BuildOptions) -> Result<Imag
         d.feed("compact", id.as_bytes());
         id = d.finish();
     }
-    let name = format!("{}:{}", provider.name, opts.tag);
+    let name = ImageName::new(&provider.name, &opts.tag)?;
     if !opts.force {
         if let Some(img) = store.get(&name)? {
             if img.manifest.id == id {
@@ -82,11 +83,11 @@ pub fn build(dirs: &Dirs, provider: &Loaded, opts: &BuildOptions) -> Result<Imag
         return Ok(img);
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(run(&store, provider, &base, &id, &name, opts))
+    rt.block_on(run(&store, provider, &base, &id, &name.to_string(), opts))
 }
 
 /// Another kvci may have built the same recipe while this one waited for the store lock.
-fn fresh_after_lock(store: &Store, name: &str, id: &str, opts: &BuildOptions) -> Result<Option<Image>> {
+fn fresh_after_lock(store: &Store, name: &ImageName, id: &str, opts: &BuildOptions) -> Result<Option<Image>> {
     if opts.force {
         return Ok(None);
     }
@@ -99,7 +100,7 @@ fn import_base(store: &Store, provider: &Loaded, opts: &BuildOptions) -> Result<
     if !provider.recipe.phases.is_empty() {
         bail!("{}: an imported base takes no phases; put them in a provider based on this one", provider.name);
     }
-    let name = format!("{}:{}", provider.name, opts.tag);
+    let name = ImageName::new(&provider.name, &opts.tag)?;
     let work = store.staging()?;
     let (files, digests, append) = match &provider.recipe.base {
         Base::Qcow2 { disk, kernel, initrd, append } => {
@@ -127,7 +128,7 @@ fn import_base(store: &Store, provider: &Loaded, opts: &BuildOptions) -> Result<
     if let Some(img) = fresh_after_lock(store, &name, &id, opts)? {
         return Ok(img);
     }
-    let image = commit_root_layer(store, provider, [&files[0], &files[1], &files[2]], &append, &id, &name)?;
+    let image = commit_root_layer(store, provider, [&files[0], &files[1], &files[2]], &append, &id, &name.to_string())?;
     eprintln!("kvci: image {name} imported ({} MiB)", image.manifest.size >> 20);
     Ok(image)
 }
@@ -137,17 +138,17 @@ fn import_base(store: &Store, provider: &Loaded, opts: &BuildOptions) -> Result<
 /// store (an imported or frozen image).
 fn base_image(dirs: &Dirs, name: &str, opts: &BuildOptions) -> Result<Image> {
     let store = Store::open(&dirs.images())?;
-    if name == crate::image::tiny::NAME {
-        return crate::image::resolve(dirs, name);
+    let name = ImageName::parse(name)?;
+    if name == crate::image::tiny::name() {
+        return crate::image::resolve(dirs, &name);
     }
     let recipes = crate::image::provider::recipes_dir();
-    let (bare, tag) = name.split_once(':').unwrap_or((name, "latest"));
-    if recipes.join(bare).join(crate::image::provider::RECIPE_FILE).is_file() {
-        let loaded = crate::image::provider::load(&recipes, bare)?;
-        return build(dirs, &loaded, &BuildOptions { tag: tag.into(), compact: false, force: false, ..opts.clone() });
+    if recipes.join(name.repo()).join(crate::image::provider::RECIPE_FILE).is_file() {
+        let loaded = crate::image::provider::load(&recipes, name.repo())?;
+        return build(dirs, &loaded, &BuildOptions { tag: name.tag().into(), compact: false, force: false, ..opts.clone() });
     }
-    store.get(name)?.with_context(|| {
-        format!("base image {name:?} is neither in the store nor a provider under {}: build or import it first", recipes.display())
+    store.get(&name)?.with_context(|| {
+        format!("base image {name} is neither in the store nor a provider under {}: build or import it first", recipes.display())
     })
 }
 

@@ -96,10 +96,12 @@ impl Session {
     }
 
     /// Runs `command`, copying its stdout and stderr to the local ones as they arrive; returns its
-    /// exit code. Its stdin is closed.
-    pub async fn exec_streaming(&mut self, command: &str) -> Result<i32, SshError> {
+    /// exit code. `stdin` (if any) is streamed to the command, then closed, as `ssh` does; the
+    /// command may exit before reading all of it.
+    pub async fn exec_streaming(&mut self, command: &str, stdin: Option<&mut (dyn AsyncRead + Unpin + Send)>) -> Result<i32, SshError> {
         let channel = self.exec_channel(command).await?;
-        self.finished(relay(channel, None, &mut tokio::io::stdout(), &mut tokio::io::stderr()).await?)
+        let mut input = stdin.map(|r| Input::Reader(r, Path::new("standard input")));
+        self.finished(relay(channel, input.as_mut(), &mut tokio::io::stdout(), &mut tokio::io::stderr()).await?)
     }
 
     /// Runs `command`, writing its stdout and stderr to the given writers as they arrive;
@@ -123,25 +125,43 @@ impl Session {
         self.finished(code)
     }
 
-    /// Copies the local file `local` to `remote` on the node (created or truncated), streaming it.
-    /// `remote` is a path, quoted for the remote shell here.
+    /// Copies the local file `local` to `remote` on the node, streaming it; a `remote` that is a
+    /// directory gets the file under its own name, as with `scp`. The data lands in a temporary
+    /// file beside the target, which is renamed over it only once every byte arrived: a failed
+    /// copy leaves the target as it was. The new file gets `local`'s permission bits.
     pub async fn upload(&mut self, local: &Path, remote: &str) -> Result<(), SshError> {
-        let mut file = tokio::fs::File::open(local).await.map_err(|source| SshError::Local {
-            action: "open",
-            path: local.into(),
-            source,
-        })?;
-        let command = format!("cat > {}", shell_quote(remote));
+        let local_err = |action, source| SshError::Local { action, path: local.into(), source };
+        let file = tokio::fs::File::open(local).await.map_err(|e| local_err("open", e))?;
+        let meta = file.metadata().await.map_err(|e| local_err("read", e))?;
+        if !meta.is_file() {
+            return Err(SshError::NotAFile { path: local.into() });
+        }
+        let base = local.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let command = upload_script(remote, &base, meta.len(), std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777);
         let channel = self.exec_channel(&command).await?;
         let mut stderr = Vec::new();
+        // Exactly the size the remote side checks for, even if the file grows meanwhile.
+        let mut file = file.take(meta.len());
         let input = Some(&mut Input::Reader(&mut file, local));
         let code = self.finished(relay(channel, input, &mut tokio::io::sink(), &mut stderr).await?)?;
-        check(command, code, stderr)
+        check(format!("copy to {remote}"), code, stderr)
     }
 
-    /// Copies `remote` from the node to the local file `local`, streaming it. `local` appears
-    /// only once the copy is complete (written to a temporary file beside it, then renamed).
+    /// Copies `remote` from the node to the local file `local` (or into `local` under the remote
+    /// file's name when `local` is a directory, as with `scp`), streaming it. The local file
+    /// appears only once the copy is complete (written to a temporary file beside it, then
+    /// renamed).
     pub async fn download(&mut self, remote: &str, local: &Path) -> Result<(), SshError> {
+        let local = if local.is_dir() {
+            let base = remote.trim_end_matches('/').rsplit('/').next().filter(|b| !b.is_empty() && *b != "." && *b != "..");
+            let Some(base) = base else {
+                return Err(SshError::Remote { command: format!("copy {remote}"), code: 1, stderr: b"not a file name".to_vec() });
+            };
+            local.join(base)
+        } else {
+            local.to_path_buf()
+        };
+        let local = local.as_path();
         let dir = match local.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -333,6 +353,24 @@ fn check(command: String, code: i32, stderr: Vec<u8>) -> Result<(), SshError> {
     } else {
         Err(SshError::Remote { command, code, stderr })
     }
+}
+
+/// The remote side of an upload, for any POSIX shell (busybox's too): resolve a directory
+/// target, receive into a temporary file beside the target, check the byte count, then rename.
+/// The temporary file is removed on every other way out.
+pub(super) fn upload_script(remote: &str, base: &str, size: u64, mode: u32) -> String {
+    format!(
+        "t={t}; case $t in /*) ;; *) t=./$t ;; esac; \
+         if [ -d \"$t\" ]; then t=\"${{t%/}}\"/{b}; fi; \
+         tmp=\"${{t%/*}}/.kvci-scp.$$\"; \
+         trap 'rm -f -- \"$tmp\"' EXIT; trap 'exit 1' HUP INT TERM PIPE; \
+         cat > \"$tmp\" || exit 1; \
+         n=$(wc -c < \"$tmp\"); \
+         if [ $n -ne {size} ]; then echo \"received $n of {size} bytes; $t is unchanged\" >&2; exit 1; fi; \
+         chmod {mode:o} \"$tmp\" && mv -f -- \"$tmp\" \"$t\"",
+        t = shell_quote(remote),
+        b = shell_quote(base),
+    )
 }
 
 /// Quotes `s` as one word for a POSIX shell: `'…'`, with each `'` written as `'\''`.

@@ -5,8 +5,9 @@
 //! caller opened (directly or through a port forward), runs commands, opens interactive shells
 //! and copies files.
 //!
-//! Copies run `cat` over an exec channel rather than SFTP: the `tiny` image's sshd is dropbear,
-//! which has no SFTP server of its own.
+//! Copies run `cat` over an exec channel rather than SFTP, so they work with any sshd and a POSIX
+//! shell: an upload lands under a temporary name beside the target and is renamed into place
+//! only once every byte arrived.
 
 pub mod client;
 mod interactive;
@@ -78,6 +79,16 @@ pub enum SshError {
         code: i32,
         /// What it wrote to stderr.
         stderr: Vec<u8>,
+    },
+    /// `vm scp` was given something other than a regular file to send.
+    #[error(
+        "{} is not a regular file: kvci vm scp copies one file at a time \
+         (for a directory: `tar -C DIR -c . | kvci vm ssh NODE -- tar -C DEST -x`)",
+        path.display()
+    )]
+    NotAFile {
+        /// The local path.
+        path: PathBuf,
     },
     /// A local file or the local terminal failed.
     #[error("cannot {action} {}: {source}", path.display())]

@@ -112,7 +112,10 @@ async fn exec_streaming_returns_exit_code() {
     let f = fixture().await;
     let mut s = session(&f).await;
     // Output goes to the test's real stdout; only the code is checked.
-    assert_eq!(bounded(s.exec_streaming("exit 4")).await.unwrap(), 4);
+    assert_eq!(bounded(s.exec_streaming("exit 4", None)).await.unwrap(), 4);
+    // Standard input reaches the command, then EOF: `wc -c` counts it and ends.
+    let mut input: &[u8] = b"abc\n";
+    assert_eq!(bounded(s.exec_streaming("test $(wc -c) -eq 4", Some(&mut input))).await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -170,6 +173,55 @@ async fn failed_copies_report_the_remote_error_and_leave_nothing() {
     assert!(matches!(err, SshError::Remote { .. }), "{err:?}");
     let err = bounded(s.upload(&f.dir.path().join("no-local"), "/tmp/x")).await.unwrap_err();
     assert!(matches!(err, SshError::Local { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_failed_upload_leaves_the_target_as_it_was() {
+    let f = fixture().await;
+    let mut s = session(&f).await;
+    let target = f.dir.path().join("v.json");
+    std::fs::write(&target, b"keep me").unwrap();
+    let target_str = target.to_str().unwrap();
+
+    // A directory is refused before anything is sent.
+    let err = bounded(s.upload(f.dir.path(), target_str)).await.unwrap_err();
+    assert!(matches!(err, SshError::NotAFile { .. }), "{err:?}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+
+    // Fewer bytes than announced (the sender died): the target stays, the temporary file goes.
+    let out = bounded(s.exec(&super::client::upload_script(target_str, "x", 10, 0o644), Some(b"abc".to_vec()))).await.unwrap();
+    assert_eq!(out.exit_code, 1, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("received 3 of 10 bytes"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+    assert_eq!(leftovers(f.dir.path()), 0, "temporary file left behind");
+
+    // A target below a regular file fails without touching it.
+    let local = f.dir.path().join("new");
+    std::fs::write(&local, b"new").unwrap();
+    let err = bounded(s.upload(&local, &format!("{target_str}/inside"))).await.unwrap_err();
+    assert!(matches!(err, SshError::Remote { .. }), "{err:?}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+}
+
+#[tokio::test]
+async fn copies_into_a_directory_keep_the_file_name() {
+    let f = fixture().await;
+    let mut s = session(&f).await;
+    let remote_dir = f.dir.path().join("remote dir");
+    std::fs::create_dir(&remote_dir).unwrap();
+    let local = f.dir.path().join("hostname");
+    std::fs::write(&local, b"node01\n").unwrap();
+    std::fs::set_permissions(&local, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    bounded(s.upload(&local, &format!("{}/", remote_dir.display()))).await.unwrap();
+    let uploaded = remote_dir.join("hostname");
+    assert_eq!(std::fs::read(&uploaded).unwrap(), b"node01\n");
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&uploaded.metadata().unwrap().permissions()) & 0o777, 0o640);
+
+    let local_dir = f.dir.path().join("local dir");
+    std::fs::create_dir(&local_dir).unwrap();
+    bounded(s.download(uploaded.to_str().unwrap(), &local_dir)).await.unwrap();
+    assert_eq!(std::fs::read(local_dir.join("hostname")).unwrap(), b"node01\n");
 }
 
 #[tokio::test]

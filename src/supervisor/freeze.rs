@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use crate::cluster::layout::ClusterDir;
 use crate::cluster::plan::Launch;
 use crate::image::digest::LayerDigest;
+use crate::image::name::ImageName;
 use crate::image::store::{FrozenManifest, FrozenNode, Image, Manifest, Store};
 use crate::supervisor::node_task::{join_all, NodeCmd, NodeHandle};
 
@@ -36,31 +37,64 @@ pub(crate) struct FreezeContext<'a> {
     pub qemu_version: String,
 }
 
-/// Freezes the cluster into image `to`; the nodes are left paused, or running again with
-/// `keep_running`. Returns the image's name and how long the cut took.
-pub(crate) async fn freeze(ctx: &FreezeContext<'_>, handles: &[NodeHandle], uuids: &[String], to: &str, keep_running: bool) -> Result<(String, f64)> {
-    let name = if to.contains(':') { to.to_string() } else { format!("{to}:latest") };
-    crate::config::validate_name(name.split(':').next().unwrap_or(""))
-        .map_err(|_| anyhow::anyhow!("invalid image name {to:?}: use a-z, 0-9 and '-'"))?;
+/// Freezes the cluster into image `to` (refused if that name exists, unless `force`); the nodes
+/// are left paused, or running again with `keep_running`. On any failure after the pause the
+/// nodes run on. Returns the image's name and how long the cut took.
+pub(crate) async fn freeze(
+    ctx: &FreezeContext<'_>,
+    handles: &[NodeHandle],
+    uuids: &[String],
+    to: &str,
+    keep_running: bool,
+    force: bool,
+) -> Result<(String, f64)> {
+    let name = ImageName::parse(to)?;
+    refuse_existing(ctx.store, &name, force)?;
     let started = Instant::now();
     let staging = ctx.store.staging()?;
 
     for h in handles {
         h.ask(NodeCmd::Pause).await.map_err(anyhow::Error::msg)?;
     }
+    let result = save_and_commit(ctx, handles, uuids, &name, force, staging, started).await;
+    if result.is_err() || keep_running {
+        for h in handles {
+            let resumed = h.ask(NodeCmd::Resume).await.map_err(anyhow::Error::msg);
+            if result.is_ok() {
+                resumed?;
+            }
+        }
+    }
+    match result {
+        Ok(cut) => Ok((name.to_string(), cut)),
+        Err(e) => Err(e.context("freezing failed, the cluster runs on")),
+    }
+}
+
+fn refuse_existing(store: &Store, name: &ImageName, force: bool) -> Result<()> {
+    if !force && store.exists(name) {
+        bail!("image {name} already exists: freeze to another name, or pass --force to replace it");
+    }
+    Ok(())
+}
+
+/// Everything between the pause and the resume: save each node, copy its overlay, commit.
+async fn save_and_commit(
+    ctx: &FreezeContext<'_>,
+    handles: &[NodeHandle],
+    uuids: &[String],
+    name: &ImageName,
+    force: bool,
+    staging: tempfile::TempDir,
+    started: Instant,
+) -> Result<f64> {
     let saves = join_all(handles.iter().map(|h| {
         let path = staging.path().join(format!("{}.state", h.name));
         h.ask(move |tx| NodeCmd::Save(path, SAVE_TIMEOUT, tx))
     }))
     .await;
-    let saved = saves.into_iter().collect::<Result<Vec<()>, String>>();
+    saves.into_iter().collect::<Result<Vec<()>, String>>().map_err(anyhow::Error::msg)?;
     let cut = started.elapsed().as_secs_f64();
-    if let Err(e) = saved {
-        for h in handles {
-            let _ = h.ask(NodeCmd::Resume).await;
-        }
-        bail!("freezing failed, the cluster runs on: {e}");
-    }
 
     // QEMU flushed and released every disk when its save completed: the overlays are final.
     let mut nodes = Vec::new();
@@ -79,7 +113,7 @@ pub(crate) async fn freeze(ctx: &FreezeContext<'_>, handles: &[NodeHandle], uuid
     let mut id = LayerDigest::default();
     id.feed("frozen", format!("{}/{}/{}", spec.name, name, created.as_nanos()).as_bytes());
     let manifest = Manifest {
-        name: name.clone(),
+        name: name.to_string(),
         id: id.finish(),
         kernel: base.kernel.clone(),
         initrd: base.initrd.clone(),
@@ -103,16 +137,11 @@ pub(crate) async fn freeze(ctx: &FreezeContext<'_>, handles: &[NodeHandle], uuid
         }),
         ports: base.ports.clone(),
     };
-    {
-        let _lock = ctx.store.lock()?;
-        ctx.store.commit_staged(staging, manifest)?;
-    }
-    if keep_running {
-        for h in handles {
-            h.ask(NodeCmd::Resume).await.map_err(anyhow::Error::msg)?;
-        }
-    }
-    Ok((name, cut))
+    let _lock = ctx.store.lock()?;
+    // Another kvci may have taken the name while this one saved.
+    refuse_existing(ctx.store, name, force)?;
+    ctx.store.commit_staged(staging, manifest)?;
+    Ok(cut)
 }
 
 /// Copies a disk keeping its holes (overlays are mostly holes).

@@ -21,6 +21,9 @@ pub enum Request {
         to: String,
         /// Resume the cluster afterwards instead of taking it down.
         keep_running: bool,
+        /// Replace an existing image of that name.
+        #[serde(default)]
+        force: bool,
     },
 }
 

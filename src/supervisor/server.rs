@@ -101,7 +101,7 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
     let launch: Launch = serde_json::from_slice(&std::fs::read(dir.launch()).context("reading launch.json")?)
         .context("corrupt launch.json")?;
     let image = Store::open(&dirs.images())?
-        .get(&launch.spec.image)?
+        .get(&crate::image::name::ImageName::parse(&launch.spec.image)?)?
         .ok_or_else(|| anyhow!("image {:?} disappeared from the store", launch.spec.image))?;
     let qemu = QEMU.locate()?;
     let plan = plan(&launch, &image, dir)?;
@@ -397,7 +397,7 @@ async fn handle_request(
         Some(Ok(Request::Down { timeout_secs })) => {
             (Response::Down { nodes: down(state, handles, Duration::from_secs(timeout_secs), dir).await }, true)
         }
-        Some(Ok(Request::Freeze { to, keep_running })) => match freeze::freeze(freezer, handles, uuids, &to, keep_running).await {
+        Some(Ok(Request::Freeze { to, keep_running, force })) => match freeze::freeze(freezer, handles, uuids, &to, keep_running, force).await {
             Ok((image, seconds)) if keep_running => (Response::Frozen { image, seconds }, false),
             Ok((image, seconds)) => {
                 // Paused after their save, the nodes are stopped without waiting for the guests.
