@@ -27,7 +27,7 @@ fn absurd_memory_is_refused() {
 
 #[test]
 fn unknown_image_is_refused() {
-    refused(&["vm", "up", "--name", "bad-img", "--image", "no-such-image"], "unknown image \"no-such-image\"");
+    refused(&["vm", "up", "--name", "bad-img", "--image", "no-such-image"], "unknown image no-such-image:latest");
     assert!(!data_dir().join("clusters/bad-img").exists());
 }
 

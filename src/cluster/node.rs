@@ -43,24 +43,28 @@ pub enum NodeError {
         source: crate::qemu::process::SpawnError,
     },
     /// QEMU exited before the node was ready.
-    #[error("{node}: QEMU exited during boot ({status})\n--- QEMU stderr ---\n{stderr}\n--- serial console (last {TAIL_LINES} lines) ---\n{serial}")]
+    #[error("{node}: QEMU exited during boot ({status}){damaged}\n--- QEMU stderr ---\n{stderr}\n--- serial console (last {TAIL_LINES} lines) ---\n{serial}")]
     Died {
         /// Node name.
         node: String,
         /// Exit status.
         status: String,
+        /// A damaged file of the node's disk chain, said as `\n<why>` (empty when it checks out).
+        damaged: String,
         /// Tail of QEMU's stderr.
         stderr: String,
         /// Tail of the serial console.
         serial: String,
     },
     /// The node did not report ready in time.
-    #[error("{node}: not ready after {secs}s\n--- serial console (last {TAIL_LINES} lines) ---\n{serial}")]
+    #[error("{node}: not ready after {secs}s{damaged}\n--- serial console (last {TAIL_LINES} lines) ---\n{serial}")]
     Timeout {
         /// Node name.
         node: String,
         /// The deadline, seconds.
         secs: u64,
+        /// As for [`NodeError::Died`].
+        damaged: String,
         /// Tail of the serial console.
         serial: String,
     },
@@ -211,6 +215,7 @@ impl Node {
                     return Err(NodeError::Timeout {
                         node: self.plan.name.clone(),
                         secs: timeout.as_secs(),
+                        damaged: damaged_note(&self.plan),
                         serial: serial_tail(&self.plan),
                     });
                 }
@@ -344,5 +349,12 @@ fn serial_tail(plan: &NodePlan) -> String {
 }
 
 fn died(plan: &NodePlan, process: &QemuProcess, status: String) -> NodeError {
-    NodeError::Died { node: plan.name.clone(), status, stderr: process.stderr_tail(10), serial: serial_tail(plan) }
+    NodeError::Died { node: plan.name.clone(), status, damaged: damaged_note(plan), stderr: process.stderr_tail(10), serial: serial_tail(plan) }
+}
+
+/// A guest that dies or hangs at boot is often one whose disk is damaged: say which file.
+fn damaged_note(plan: &NodePlan) -> String {
+    crate::disk::damaged_in_chain(&plan.dir.disk())
+        .map(|why| format!("\nits disk chain is damaged: {why}; remove the image (`kvci image rm`) and build, pull or import it again"))
+        .unwrap_or_default()
 }

@@ -170,6 +170,30 @@ pub fn standalone(src: &Path, out: &Path) -> Result<(), DiskError> {
         .map_err(|source| DiskError::Tool { path: out.to_path_buf(), source })
 }
 
+/// The first file of `top`'s backing chain that qemu-img cannot read or finds corrupt, with
+/// why; `None` when the whole chain checks out. For telling a damaged image from a guest that
+/// died of its own accord.
+pub fn damaged_in_chain(top: &Path) -> Option<String> {
+    let mut current = top.to_path_buf();
+    // A chain deeper than this is itself a fault (a loop).
+    for _ in 0..64 {
+        let info = match info(&current) {
+            Ok(i) => i,
+            Err(e) => return Some(format!("{}: {e}", current.display())),
+        };
+        if let Err(e) = check(&current) {
+            return Some(e.to_string());
+        }
+        let Some(backing) = info.backing_filename else { return None };
+        let backing = Path::new(&backing);
+        current = match current.parent() {
+            Some(dir) if backing.is_relative() => dir.join(backing),
+            _ => backing.to_path_buf(),
+        };
+    }
+    Some(format!("{}: backing chain deeper than 64 files", top.display()))
+}
+
 /// A disk that `qemu-img check` finds damaged.
 #[derive(Debug, thiserror::Error)]
 #[error("{path} is corrupt (qemu-img check: {detail})")]

@@ -38,7 +38,30 @@ const PIECE: usize = 1 << 20;
 
 /// Parses `REF` (`host[:port]/repo[:tag|@digest]`).
 pub fn parse_reference(raw: &str) -> Result<Reference> {
+    let host = explicit_registry(raw).with_context(|| {
+        format!(
+            "{raw:?} names no registry, and kvci does not guess one for short names (docker.io? quay.io?): \
+             write HOST[:PORT]/REPOSITORY[:TAG], e.g. quay.io/kubevirtci/k8s-1.34:TAG or 127.0.0.1:5000/repo:tag"
+        )
+    })?;
+    let port = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once("]:").map(|(_, p)| p),
+        None => host.split_once(':').map(|(_, p)| p),
+    };
+    if let Some(port) = port {
+        if !port.parse::<u16>().is_ok_and(|p| p != 0) {
+            bail!("{raw:?}: {port:?} is not a TCP port (1-65535)");
+        }
+    }
     raw.parse::<Reference>().map_err(|e| anyhow::anyhow!("{raw:?} is not an image reference like 127.0.0.1:5000/repo:tag: {e}"))
+}
+
+/// The registry part of `raw` when it names one as OCI tools read it: a first path segment with
+/// a `.` or a `:`, `localhost`, or an IPv6 literal.
+fn explicit_registry(raw: &str) -> Option<&str> {
+    let (first, rest) = raw.split_once('/')?;
+    let explicit = first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[');
+    (explicit && !rest.is_empty()).then_some(first)
 }
 
 /// Whether `registry` (`host[:port]`) is on this machine.
@@ -212,6 +235,21 @@ fn media_type_of(manifest: &[u8]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_name_a_registry_and_a_valid_port() {
+        assert!(parse_reference("127.0.0.1:5000/r:t").is_ok());
+        assert!(parse_reference("quay.io/kubevirtci/k8s-1.34:2511").is_ok());
+        assert!(parse_reference("localhost/r").is_ok());
+        let err = parse_reference("127.0.0.1:99999/r:t").unwrap_err().to_string();
+        assert!(err.contains("\"99999\" is not a TCP port"), "{err}");
+        assert!(parse_reference("127.0.0.1:0/r").is_err());
+        assert!(parse_reference("[::1]:x/r").is_err());
+        for short in ["justaname", "library/alpine", "justaname:tag"] {
+            let err = parse_reference(short).unwrap_err().to_string();
+            assert!(err.contains("names no registry"), "{short}: {err}");
+        }
+    }
 
     #[test]
     fn loopback_registries_are_recognised() {
