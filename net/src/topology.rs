@@ -1,13 +1,41 @@
 //! The cluster network's plan, pure: subnet, bridge address, and per node its tap, MAC and IP,
-//! numbered the way kubevirtci numbers them (node NN: MAC `52:55:00:d1:55:NN`, IP `.1NN`).
+//! numbered the way kubevirtci numbers them (node NN: MAC `52:55:00:d1:55:NN`, IP `.1NN`,
+//! IPv6 `fd00::1NN`).
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Default subnet, as kubevirtci's `br0`.
 pub const DEFAULT_SUBNET: &str = "192.168.66.0/24";
 /// Name of the bridge inside the namespace.
 pub const BRIDGE: &str = "br0";
+/// kubevirtci's IPv6 prefix on `br0` (a /64).
+pub const PREFIX6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0);
+/// The bridge's IPv6 address: router, DNS server and `registry` (kubevirtci's `fd00::1`).
+pub const BRIDGE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+
+/// Which IP versions the cluster's nodes get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stack {
+    /// IPv4 and IPv6 (kubevirtci's default).
+    #[default]
+    Dual,
+    /// IPv4 only (`--ipv4-only`).
+    Ipv4,
+    /// IPv6 only (`--single-stack`, kubevirtci's `KUBEVIRT_SINGLE_STACK`): no DHCPv4 leases.
+    Ipv6,
+}
+
+impl Stack {
+    /// Whether nodes get IPv4 leases.
+    pub fn v4(self) -> bool {
+        self != Stack::Ipv6
+    }
+    /// Whether nodes get IPv6 addresses.
+    pub fn v6(self) -> bool {
+        self != Stack::Ipv4
+    }
+}
 
 /// An IPv4 subnet that has room for the bridge (.2) and nodes (.101–.199).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +111,8 @@ pub struct NodeNet {
     pub mac: [u8; 6],
     /// The address DHCP gives it.
     pub ip: Ipv4Addr,
+    /// The address DHCPv6 gives it: `fd00::1NN` (NN in decimal digits, as kubevirtci writes it).
+    pub ip6: Ipv6Addr,
 }
 
 /// The whole cluster network.
@@ -96,6 +126,15 @@ pub struct Topology {
     pub bridge_ip: Ipv4Addr,
     /// Nodes in order.
     pub nodes: Vec<NodeNet>,
+    /// Which IP versions the nodes get. The bridge has both addresses whatever it is.
+    pub stack: Stack,
+}
+
+/// kubevirtci's IPv6 address for node `index`: `fd00::1NN`, the number's decimal digits read as
+/// hex (node12 → `fd00::112`), like its MAC.
+pub fn node_ip6(index: u32) -> Ipv6Addr {
+    let group = u16::from_str_radix(&format!("1{:02}", index % 100), 16).unwrap_or(0);
+    Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, group)
 }
 
 /// kubevirtci's MAC for node `index`: the last byte spells the node number in decimal
@@ -111,8 +150,13 @@ pub fn mac_string(mac: &[u8; 6]) -> String {
 }
 
 impl Topology {
-    /// Plans `nodes` nodes (1–99) of cluster `cluster` on `subnet`.
+    /// Plans `nodes` nodes (1–99) of cluster `cluster` on `subnet`, dual stack.
     pub fn new(cluster: &str, subnet: Subnet, nodes: u32) -> Topology {
+        Topology::with_stack(cluster, subnet, nodes, Stack::Dual)
+    }
+
+    /// As [`Topology::new`] with the given IP versions.
+    pub fn with_stack(cluster: &str, subnet: Subnet, nodes: u32, stack: Stack) -> Topology {
         let nodes = (1..=nodes)
             .map(|index| NodeNet {
                 index,
@@ -120,9 +164,10 @@ impl Topology {
                 tap: format!("tap{index:02}"),
                 mac: node_mac(index),
                 ip: subnet.host(100 + index),
+                ip6: node_ip6(index),
             })
             .collect();
-        Topology { cluster: cluster.to_string(), subnet, bridge_ip: subnet.host(2), nodes }
+        Topology { cluster: cluster.to_string(), subnet, bridge_ip: subnet.host(2), nodes, stack }
     }
 }
 
@@ -138,6 +183,9 @@ mod tests {
         assert_eq!(mac_string(&t.nodes[0].mac), "52:55:00:d1:55:01");
         assert_eq!(mac_string(&t.nodes[11].mac), "52:55:00:d1:55:12");
         assert_eq!(t.nodes[11].tap, "tap12");
+        assert_eq!(t.nodes[0].ip6.to_string(), "fd00::101");
+        assert_eq!(t.nodes[11].ip6.to_string(), "fd00::112");
+        assert_eq!(t.stack, Stack::Dual);
     }
 
     #[test]
