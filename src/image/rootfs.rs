@@ -75,6 +75,26 @@ fn link_busybox_applets(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Copies the regular file `path` (relative) from the unpacked package at `from` to the same
+/// place under `root`, keeping its permission bits; `package` names the source in errors. Runs
+/// before [`complete`]; a file some other package already put there is an error.
+pub fn copy_from_package(from: &Path, package: &str, path: &str, root: &Path) -> Result<()> {
+    let src = from.join(path);
+    let meta = src.symlink_metadata().with_context(|| format!("package {package} has no /{path}"))?;
+    if !meta.file_type().is_file() {
+        anyhow::bail!("/{path} in package {package} is not a regular file");
+    }
+    let dest = root.join(path);
+    if dest.symlink_metadata().is_ok() {
+        anyhow::bail!("/{path} of package {package}: another package already has it");
+    }
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::copy(&src, &dest).with_context(|| format!("copying /{path} of package {package}"))?;
+    Ok(())
+}
+
 /// Makes an ext4 filesystem image of `size_mib` from the tree at `root`.
 pub fn make_ext4(root: &Path, raw: &Path, size_mib: u64) -> Result<()> {
     let f = std::fs::File::create(raw).with_context(|| format!("creating {}", raw.display()))?;
@@ -84,4 +104,32 @@ pub fn make_ext4(root: &Path, raw: &Path, size_mib: u64) -> Result<()> {
     cmd.args(["-q", "-F", "-L", "kvci-root", "-E", "root_owner=0:0", "-d"]).arg(root).arg(raw);
     MKFS_EXT4.output(&mut cmd)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_from_package_takes_one_file_with_its_mode() {
+        let (pkg, root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::create_dir_all(pkg.path().join("usr/bin")).unwrap();
+        std::fs::write(pkg.path().join("usr/bin/scp"), b"elf").unwrap();
+        std::fs::set_permissions(pkg.path().join("usr/bin/scp"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(pkg.path().join("usr/bin/ssh"), b"other").unwrap();
+        std::os::unix::fs::symlink("scp", pkg.path().join("usr/bin/link")).unwrap();
+
+        copy_from_package(pkg.path(), "openssh-client", "usr/bin/scp", root.path()).unwrap();
+        let copied = root.path().join("usr/bin/scp");
+        assert_eq!(std::fs::read(&copied).unwrap(), b"elf");
+        assert_eq!(copied.metadata().unwrap().permissions().mode() & 0o7777, 0o755);
+        assert!(!root.path().join("usr/bin/ssh").exists());
+
+        let err = copy_from_package(pkg.path(), "openssh-client", "usr/bin/scp", root.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("already has it"), "{err:#}");
+        let err = copy_from_package(pkg.path(), "openssh-client", "usr/bin/nope", root.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("package openssh-client has no /usr/bin/nope"), "{err:#}");
+        let err = copy_from_package(pkg.path(), "openssh-client", "usr/bin/link", root.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("not a regular file"), "{err:#}");
+    }
 }

@@ -1,5 +1,6 @@
 //! The default image `tiny`, built by kvci from Debian packages: the cloud kernel, an initramfs
-//! that loads the virtio modules, and an ext4 root disk with busybox, udhcpc and dropbear.
+//! that loads the virtio modules, and an ext4 root disk with busybox, udhcpc, dropbear and what
+//! OpenSSH's `scp` needs on the remote side (sftp-server, scp).
 //!
 //! The recipe's files are compiled in; their hash is the layer id, so the image is rebuilt
 //! exactly when the recipe changes.
@@ -111,6 +112,16 @@ pub fn build(store: &Store, _cache: &Path, id: &str) -> Result<Image> {
     let root = work.path().join("root");
     for deb in &user_debs {
         debs::extract(deb, &root)?;
+    }
+    for (package, paths) in &recipe.files_from {
+        // One download per package, so the new .deb is known to be this package's.
+        let deb = debs::download(&debs_dir, std::slice::from_ref(package))?;
+        let unpacked = work.path().join("files-from").join(package);
+        std::fs::create_dir_all(&unpacked)?;
+        debs::extract(&deb[0], &unpacked)?;
+        for path in paths {
+            rootfs::copy_from_package(&unpacked, package, path, &root)?;
+        }
     }
     let (vmlinuz, modules_dir) = find_kernel(&kernel_root)?;
     std::fs::copy(&vmlinuz, staging.path().join("vmlinuz")).context("copying the kernel")?;
