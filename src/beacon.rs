@@ -22,6 +22,9 @@ pub struct Message {
     /// The guest's IPv4 address, when it has one.
     #[serde(default)]
     pub address: String,
+    /// The guest's global IPv6 address, when it has one.
+    #[serde(default)]
+    pub address6: String,
     /// Seconds since the guest kernel started.
     #[serde(default)]
     pub uptime: f64,

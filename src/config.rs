@@ -40,6 +40,45 @@ pub struct ClusterSpec {
     /// under the data directory, kept across `down`/`up` of the same name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_dir: Option<std::path::PathBuf>,
+    /// Which IP versions the nodes get (`--single-stack`, `--ipv4-only`).
+    #[serde(default)]
+    pub stack: IpStack,
+    /// Guests may reach the host's 127.0.0.1 (`--allow-host-loopback`).
+    #[serde(default)]
+    pub allow_host_loopback: bool,
+}
+
+/// Which IP versions a cluster's nodes get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpStack {
+    /// IPv4 and IPv6, like kubevirtci.
+    #[default]
+    Dual,
+    /// IPv4 only (`--ipv4-only`).
+    Ipv4,
+    /// IPv6 only (`--single-stack`, kubevirtci's `KUBEVIRT_SINGLE_STACK`).
+    Ipv6,
+}
+
+impl From<IpStack> for kvci_net::topology::Stack {
+    fn from(s: IpStack) -> Self {
+        match s {
+            IpStack::Dual => kvci_net::topology::Stack::Dual,
+            IpStack::Ipv4 => kvci_net::topology::Stack::Ipv4,
+            IpStack::Ipv6 => kvci_net::topology::Stack::Ipv6,
+        }
+    }
+}
+
+impl std::fmt::Display for IpStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IpStack::Dual => "dual stack",
+            IpStack::Ipv4 => "IPv4 only",
+            IpStack::Ipv6 => "IPv6 only",
+        })
+    }
 }
 
 /// What is wrong with a spec.

@@ -1,202 +1,228 @@
-//! Egress for guests: an HTTP proxy on the bridge (`<bridge>:3128`) that the supervisor serves
-//! from the host's namespace. `CONNECT host:port` tunnels any TCP (HTTPS, git, registries);
-//! plain `GET http://…` requests are relayed. Provisioning (apt, curl, container pulls) works
-//! through it, root or rootless alike.
+//! Egress for guests: transparent NAT to the outside, root and rootless alike.
 //!
-//! Why a proxy and not veth + masquerade: it needs nothing in the host namespace — no veth, no
-//! NAT rule, no `ip_forward` change — so a killed supervisor leaks nothing and the rootless path
-//! is the same code. The cost: only TCP leaves the cluster (DNS is forwarded separately).
+//! `slirp4netns` (the user-mode network helper of rootless Podman and Docker) is attached to the
+//! cluster's namespace and gives it one more link, [`TAP`], into a user-mode TCP/IP stack that
+//! opens ordinary sockets in the host's namespace for whatever leaves through it. Inside the
+//! cluster's namespace the kernel forwards the guests' traffic from the bridge to that link and
+//! nftables masquerades it there. So TCP, UDP and ICMP echo leave the cluster from every guest
+//! process with no proxy setting anywhere.
 //!
-//! Requests for the cluster itself (`registry:5000`, `node02:80`, an address in the subnet)
-//! are connected from inside the namespace: guest tools that send everything to the proxy
-//! (busybox wget ignores `no_proxy`) still reach the cluster's own services.
+//! Nothing lives in the host's namespaces: the forwarding sysctls and the nftables table belong
+//! to the cluster's namespace and die with it, and slirp4netns exits when the supervisor does
+//! (its `--exit-fd` is a pipe only the supervisor holds open; it is also killed when the
+//! supervisor's thread that spawned it ends).
+//!
+//! The host's loopback and link-local addresses are out of reach by default: slirp4netns runs
+//! with `--disable-host-loopback` (its alias [`HOST_ALIAS`] for the host's 127.0.0.1 refuses
+//! connections) and the namespace drops forwarded packets to loopback, link-local (cloud
+//! metadata at 169.254.169.254) and slirp's own host and DNS aliases.
+//! [`EgressConfig::allow_host_loopback`] opens [`HOST_ALIAS`] (and only that).
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::Arc;
+use std::io::Write;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
 
-use crate::netns::NetNs;
-use crate::topology::Subnet;
+use crate::netns::{NetNs, NetNsError};
 
-/// The proxy's port on the bridge address.
-pub const PROXY_PORT: u16 = 3128;
-/// Largest request head accepted from a guest.
-const MAX_HEAD: usize = 16 * 1024;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The egress link inside the cluster's namespace.
+pub const TAP: &str = "egress0";
+/// Its address in slirp's network (slirp4netns's default 10.0.2.0/24).
+pub const TAP_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
+/// slirp's router: every packet for the outside goes there.
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+/// slirp's alias for the host's 127.0.0.1 (the router's address, as in QEMU's user network).
+pub const HOST_ALIAS: Ipv4Addr = GATEWAY;
+/// slirp's DNS alias (forwards to the host's resolvers; guests use the cluster's DNS instead).
+pub const SLIRP_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+/// slirp's IPv6 router. It lies inside the cluster's fd00::/64, so it gets a host route via
+/// [`TAP`], which wins over the bridge's /64.
+pub const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+/// The egress link's IPv6 address, a /128 for the same reason (no node uses `::100`).
+pub const TAP_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100);
+/// slirp's IPv6 DNS alias.
+pub const SLIRP_DNS6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3);
+/// The egress link's MTU: slirp's largest, for throughput (guests keep theirs).
+pub const TAP_MTU: u32 = 65520;
+/// How long slirp4netns may take to attach.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// What a guest asked the proxy for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    /// `CONNECT host:port`: a raw tunnel.
-    Connect {
-        /// `host:port`.
-        authority: String,
+/// How the cluster reaches the outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EgressConfig {
+    /// Let guests reach the host's 127.0.0.1 as [`HOST_ALIAS`] (`vm up --allow-host-loopback`).
+    pub allow_host_loopback: bool,
+    /// IPv6 egress too.
+    pub ipv6: bool,
+}
+
+/// Setting up egress failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    /// slirp4netns could not be started.
+    #[error("cannot start slirp4netns (the egress helper; Debian package slirp4netns, `scripts/install-deps.sh` installs it)")]
+    Spawn(#[source] std::io::Error),
+    /// It exited or never said it was ready.
+    #[error("slirp4netns did not attach to the cluster's namespace: {0}")]
+    NotReady(String),
+    /// A sysctl or nft inside the namespace.
+    #[error("cannot set up egress inside the cluster's namespace: {what}")]
+    Inside {
+        /// What failed.
+        what: String,
     },
-    /// A plain-HTTP request in absolute form, rewritten for the origin server.
-    Forward {
-        /// `host:port` to connect to.
-        authority: String,
-        /// The request head to send upstream (origin-form target, proxy headers removed).
-        head: Vec<u8>,
-    },
+    /// Entering the namespace.
+    #[error(transparent)]
+    Namespace(#[from] NetNsError),
 }
 
-/// A request the proxy refuses.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ProxyError {
-    /// Not HTTP, or truncated.
-    #[error("malformed request")]
-    Malformed,
-    /// Head over [`MAX_HEAD`].
-    #[error("request head too large")]
-    TooLarge,
-    /// Not `http://` or CONNECT.
-    #[error("only CONNECT and http:// requests are proxied")]
-    Unsupported,
+/// A running egress: slirp4netns attached to the namespace. Dropping it kills the helper.
+pub struct Egress {
+    child: Child,
+    /// Its `--exit-fd` pipe: slirp4netns exits when this end closes.
+    _exit: OwnedFd,
 }
 
-/// What is inside the cluster: connections there are made from inside its namespace.
-#[derive(Clone)]
-pub struct Inside {
-    /// The cluster's namespace.
-    pub ns: Arc<NetNs>,
-    /// The cluster's subnet: every address in it is inside.
-    pub subnet: Subnet,
-    /// The cluster's DNS domain (`node02.<domain>` names node02 too).
-    pub domain: String,
-    /// Names the cluster's DNS answers itself (`nodeNN`, `registry`, …).
-    pub hosts: Vec<(String, Ipv4Addr)>,
-}
-
-impl Inside {
-    /// The address inside the cluster that `authority` (`host:port`) names, if it names one.
-    pub fn resolve(&self, authority: &str) -> Option<SocketAddr> {
-        let (host, port) = authority.rsplit_once(':')?;
-        let port: u16 = port.parse().ok()?;
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let ip = match host.parse::<Ipv4Addr>() {
-            Ok(ip) => {
-                let mask = u32::MAX << (32 - self.subnet.prefix);
-                (u32::from(ip) & mask == u32::from(self.subnet.network)).then_some(ip)?
+impl Egress {
+    /// Attaches slirp4netns to `ns` and waits until [`TAP`] exists there. Call from a thread that
+    /// lives as long as the cluster (the helper gets SIGKILL when it ends), then [`configure`].
+    pub async fn start(ns: &NetNs, config: EgressConfig) -> Result<Egress, EgressError> {
+        let (exit_read, exit_write) = nix::unistd::pipe().map_err(|e| EgressError::Spawn(e.into()))?;
+        let (ready_read, ready_write) = nix::unistd::pipe().map_err(|e| EgressError::Spawn(e.into()))?;
+        let mut cmd = Command::new("slirp4netns");
+        cmd.args(slirp_args(config, NS_FD, EXIT_FD, READY_FD));
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+        let fds = [(ns.fd().as_raw_fd(), NS_FD), (exit_read.as_raw_fd(), EXIT_FD), (ready_write.as_raw_fd(), READY_FD)];
+        crate::sys::inherit_and_die_with_parent(cmd.as_std_mut(), fds);
+        let mut child = cmd.spawn().map_err(EgressError::Spawn)?;
+        drop(exit_read);
+        drop(ready_write);
+        let stderr = child.stderr.take();
+        let mut ready = tokio::fs::File::from(std::fs::File::from(ready_read));
+        let mut byte = [0u8; 1];
+        let ready = tokio::time::timeout(READY_TIMEOUT, ready.read(&mut byte)).await;
+        match ready {
+            Ok(Ok(1)) => {}
+            other => {
+                let _ = child.start_kill();
+                let why = match other {
+                    Err(_) => format!("no answer in {}s", READY_TIMEOUT.as_secs()),
+                    _ => format!("it exited: {}", read_all(stderr).await),
+                };
+                return Err(EgressError::NotReady(why));
             }
-            Err(_) => {
-                let suffix = format!(".{}", self.domain.to_ascii_lowercase());
-                let short = host.strip_suffix(&suffix).unwrap_or(&host);
-                self.hosts.iter().find(|(n, _)| n.eq_ignore_ascii_case(short)).map(|(_, ip)| *ip)?
-            }
-        };
-        Some(SocketAddr::V4(SocketAddrV4::new(ip, port)))
-    }
-}
-
-/// Parses a complete request head (through the blank line).
-pub fn parse_head(head: &[u8]) -> Result<Request, ProxyError> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) | Err(_) => return Err(ProxyError::Malformed),
-    }
-    let (method, target) = (req.method.ok_or(ProxyError::Malformed)?, req.path.ok_or(ProxyError::Malformed)?);
-    if method.eq_ignore_ascii_case("CONNECT") {
-        if !target.contains(':') || target.contains('/') {
-            return Err(ProxyError::Malformed);
         }
-        return Ok(Request::Connect { authority: target.to_string() });
-    }
-    let rest = target.strip_prefix("http://").ok_or(ProxyError::Unsupported)?;
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if host.is_empty() || host.contains('@') {
-        return Err(ProxyError::Malformed);
-    }
-    let authority = if host.contains(':') { host.to_string() } else { format!("{host}:80") };
-    let mut out = format!("{method} {path} HTTP/1.{}\r\n", req.version.unwrap_or(1)).into_bytes();
-    for h in req.headers.iter() {
-        let name = h.name.to_ascii_lowercase();
-        if name == "proxy-connection" || name == "proxy-authorization" {
-            continue;
-        }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    Ok(Request::Forward { authority, head: out })
-}
-
-/// Serves the proxy on `listener` (bound inside the cluster's namespace) until `stop`.
-/// Upstream connections are made from the thread's (host) namespace, except to what `inside`
-/// names.
-pub async fn serve(listener: TcpListener, inside: Option<Inside>, mut stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                if let Ok((client, _)) = accepted {
-                    tokio::spawn(handle(client, inside.clone()));
+        if let Some(stderr) = stderr {
+            // Drained for good: a full pipe would block the helper.
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::debug!(target: "slirp4netns", "{line}");
                 }
-            }
-            _ = stop.changed() => return,
+            });
         }
+        Ok(Egress { child, _exit: exit_write })
+    }
+
+    /// The helper's pid (for tests and `status`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Stops the helper and reaps it.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
     }
 }
 
-async fn handle(mut client: TcpStream, inside: Option<Inside>) {
-    let mut buf = Vec::with_capacity(4096);
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > MAX_HEAD {
-            let _ = client.write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n").await;
-            return;
-        }
-        let mut chunk = [0u8; 4096];
-        match client.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let request = match parse_head(&buf[..end]) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = client.write_all(format!("HTTP/1.1 400 Bad Request\r\n\r\n{e}\n").as_bytes()).await;
-            return;
-        }
-    };
-    let authority = match &request {
-        Request::Connect { authority } | Request::Forward { authority, .. } => authority.clone(),
-    };
-    let upstream = match inside.as_ref().and_then(|i| Some((i.ns.clone(), i.resolve(&authority)?))) {
-        Some((ns, target)) => tokio::time::timeout(CONNECT_TIMEOUT, crate::forward::connect_inside(ns, target)).await,
-        None => tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&authority)).await,
-    };
-    let mut upstream = match upstream {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            let _ = client.write_all(format!("HTTP/1.1 502 Bad Gateway\r\n\r\n{authority}: {e}\n").as_bytes()).await;
-            return;
-        }
-        Err(_) => {
-            let _ = client.write_all(b"HTTP/1.1 504 Gateway Timeout\r\n\r\n").await;
-            return;
-        }
-    };
-    let sent = match request {
-        Request::Connect { .. } => client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await,
-        Request::Forward { head, .. } => upstream.write_all(&head).await,
-    };
-    // Bytes the client sent after the head (a body, or early TLS data) go upstream first.
-    if sent.is_ok() && upstream.write_all(&buf[end..]).await.is_ok() {
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+/// fds as the helper sees them.
+const NS_FD: i32 = 3;
+const EXIT_FD: i32 = 4;
+const READY_FD: i32 = 5;
+
+/// slirp4netns's command line: attached by namespace path (an fd it inherits), no `--configure`
+/// (kvci sets the link up itself, with a /128 for IPv6, see [`GATEWAY6`]).
+pub fn slirp_args(config: EgressConfig, ns_fd: i32, exit_fd: i32, ready_fd: i32) -> Vec<String> {
+    let mut args = vec![
+        "--netns-type=path".to_string(),
+        format!("--exit-fd={exit_fd}"),
+        format!("--ready-fd={ready_fd}"),
+        format!("--mtu={TAP_MTU}"),
+    ];
+    if !config.allow_host_loopback {
+        args.push("--disable-host-loopback".into());
     }
+    if config.ipv6 {
+        args.push("--enable-ipv6".into());
+    }
+    args.push(format!("/proc/self/fd/{ns_fd}"));
+    args.push(TAP.into());
+    args
+}
+
+/// The namespace's nftables ruleset: masquerade what leaves through [`TAP`], and drop forwarded
+/// packets for the host's loopback and link-local addresses and slirp's aliases.
+pub fn ruleset(config: EgressConfig) -> String {
+    let mut v4 = vec!["127.0.0.0/8".to_string(), "169.254.0.0/16".into(), SLIRP_DNS.to_string()];
+    let mut v6 = vec!["::1".to_string(), "fe80::/10".into(), SLIRP_DNS6.to_string(), "::ffff:0:0/96".into()];
+    if !config.allow_host_loopback {
+        v4.push(HOST_ALIAS.to_string());
+        v6.push(GATEWAY6.to_string());
+    }
+    format!(
+        "table inet kvci {{\n\
+         \tchain forward {{\n\
+         \t\ttype filter hook forward priority filter; policy accept;\n\
+         \t\tip daddr {{ {v4} }} drop\n\
+         \t\tip6 daddr {{ {v6} }} drop\n\
+         \t}}\n\
+         \tchain postrouting {{\n\
+         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         \t\toifname \"{TAP}\" masquerade\n\
+         \t}}\n\
+         }}\n",
+        v4 = v4.join(", "),
+        v6 = v6.join(", "),
+    )
+}
+
+/// Inside the namespace (on a thread that entered it): forwarding on, the ruleset loaded.
+/// Both belong to the namespace and vanish with it.
+pub fn configure_inside(config: EgressConfig) -> Result<(), EgressError> {
+    let sysctl = |path: &str| {
+        std::fs::write(path, "1").map_err(|e| EgressError::Inside { what: format!("{path}: {e}") })
+    };
+    sysctl("/proc/sys/net/ipv4/ip_forward")?;
+    if config.ipv6 {
+        sysctl("/proc/sys/net/ipv6/conf/all/forwarding")?;
+    }
+    let mut nft = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| EgressError::Inside { what: format!("running nft (Debian package nftables): {e}") })?;
+    if let Some(mut stdin) = nft.stdin.take() {
+        let _ = stdin.write_all(ruleset(config).as_bytes());
+    }
+    let out = nft.wait_with_output().map_err(|e| EgressError::Inside { what: format!("nft: {e}") })?;
+    if !out.status.success() {
+        return Err(EgressError::Inside { what: format!("nft refused the ruleset: {}", String::from_utf8_lossy(&out.stderr).trim()) });
+    }
+    Ok(())
+}
+
+async fn read_all(stderr: Option<tokio::process::ChildStderr>) -> String {
+    let mut text = String::new();
+    if let Some(mut s) = stderr {
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut text)).await;
+    }
+    text.trim().chars().take(2000).collect()
 }
 
 #[cfg(test)]
@@ -204,133 +230,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connect_is_a_tunnel() {
+    fn slirp_is_attached_by_path_without_host_loopback_by_default() {
+        let args = slirp_args(EgressConfig { allow_host_loopback: false, ipv6: true }, 3, 4, 5);
         assert_eq!(
-            parse_head(b"CONNECT deb.example:443 HTTP/1.1\r\nHost: deb.example:443\r\n\r\n"),
-            Ok(Request::Connect { authority: "deb.example:443".into() })
+            args,
+            [
+                "--netns-type=path",
+                "--exit-fd=4",
+                "--ready-fd=5",
+                "--mtu=65520",
+                "--disable-host-loopback",
+                "--enable-ipv6",
+                "/proc/self/fd/3",
+                "egress0"
+            ]
         );
+        let open = slirp_args(EgressConfig { allow_host_loopback: true, ipv6: false }, 3, 4, 5);
+        assert!(!open.iter().any(|a| a == "--disable-host-loopback" || a == "--enable-ipv6"));
     }
 
     #[test]
-    fn absolute_get_is_rewritten_to_origin_form() {
-        let r = parse_head(b"GET http://h.example/a/b?c HTTP/1.1\r\nHost: h.example\r\nProxy-Connection: keep-alive\r\n\r\n").unwrap();
-        let Request::Forward { authority, head } = r else { panic!() };
-        assert_eq!(authority, "h.example:80");
-        assert_eq!(head, b"GET /a/b?c HTTP/1.1\r\nHost: h.example\r\n\r\n");
-    }
-
-    #[test]
-    fn other_schemes_and_garbage_are_refused() {
-        assert_eq!(parse_head(b"GET https://h/ HTTP/1.1\r\n\r\n"), Err(ProxyError::Unsupported));
-        assert_eq!(parse_head(b"GET /local HTTP/1.1\r\n\r\n"), Err(ProxyError::Unsupported));
-        assert_eq!(parse_head(b"\x00\x01garbage\r\n\r\n"), Err(ProxyError::Malformed));
-        assert_eq!(parse_head(b"CONNECT nohost HTTP/1.1\r\n\r\n"), Err(ProxyError::Malformed));
-    }
-
-    /// Bounded fuzzing of what guests send: never a panic.
-    #[test]
-    fn random_heads_never_panic() {
-        let mut seed = 0x2545f4914f6cdd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        let base = b"GET http://a.example:8080/x HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
-        for _ in 0..20_000 {
-            let mut v = base.clone();
-            for _ in 0..(next() % 6) {
-                let i = (next() as usize) % v.len();
-                v[i] = next() as u8;
-            }
-            let _ = parse_head(&v);
-            let junk: Vec<u8> = (0..(next() % 200)).map(|_| next() as u8).collect();
-            let _ = parse_head(&junk);
-        }
-    }
-
-    fn inside() -> Inside {
-        Inside {
-            ns: Arc::new(NetNs::current().unwrap()),
-            subnet: Subnet::parse("192.168.66.0/24").unwrap(),
-            domain: "c1".into(),
-            hosts: vec![("registry".into(), Ipv4Addr::new(192, 168, 66, 2)), ("node02".into(), Ipv4Addr::new(192, 168, 66, 102))],
-        }
-    }
-
-    #[test]
-    fn cluster_names_and_addresses_are_inside() {
-        let i = inside();
-        let at = |s: &str| Some(s.parse::<SocketAddr>().unwrap());
-        assert_eq!(i.resolve("registry:5000"), at("192.168.66.2:5000"));
-        assert_eq!(i.resolve("REGISTRY.c1.:5000"), at("192.168.66.2:5000"));
-        assert_eq!(i.resolve("node02.c1:22"), at("192.168.66.102:22"));
-        assert_eq!(i.resolve("192.168.66.77:80"), at("192.168.66.77:80"));
-        assert_eq!(i.resolve("192.168.67.1:80"), None);
-        assert_eq!(i.resolve("deb.debian.org:80"), None);
-        assert_eq!(i.resolve("registry.other:5000"), None);
-        assert_eq!(i.resolve("registry"), None);
-    }
-
-    /// A request for a cluster name reaches the address inside (here the test's own namespace
-    /// stands in for the cluster's, and the "registry" listens on loopback).
-    #[tokio::test]
-    async fn cluster_names_are_connected_inside() {
-        let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = origin.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            let (mut s, _) = origin.accept().await.unwrap();
-            let mut buf = vec![0u8; 1024];
-            let _ = s.read(&mut buf).await.unwrap();
-            s.write_all(b"HTTP/1.0 200 OK\r\n\r\nfrom inside").await.unwrap();
-        });
-        let mut i = inside();
-        i.hosts.push(("myreg".into(), Ipv4Addr::LOCALHOST));
-        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy_addr = proxy.local_addr().unwrap();
-        let (_stop_tx, stop) = watch::channel(false);
-        tokio::spawn(serve(proxy, Some(i), stop));
-        let mut c = TcpStream::connect(proxy_addr).await.unwrap();
-        c.write_all(format!("GET http://myreg:{port}/v2/ HTTP/1.1\r\nHost: myreg\r\n\r\n").as_bytes()).await.unwrap();
-        let mut out = String::new();
-        c.read_to_string(&mut out).await.unwrap();
-        assert!(out.ends_with("from inside"), "{out}");
-    }
-
-    #[tokio::test]
-    async fn proxy_relays_get_and_connect_on_loopback() {
-        let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let origin_addr = origin.local_addr().unwrap();
-        tokio::spawn(async move {
-            for _ in 0..2 {
-                let (mut s, _) = origin.accept().await.unwrap();
-                let mut buf = vec![0u8; 1024];
-                let n = s.read(&mut buf).await.unwrap();
-                let got = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let body = if got.starts_with("GET /hello") { "hello from origin" } else { "tunnel ok" };
-                s.write_all(format!("HTTP/1.0 200 OK\r\n\r\n{body}").as_bytes()).await.unwrap();
-            }
-        });
-        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy_addr = proxy.local_addr().unwrap();
-        let (_stop_tx, stop) = watch::channel(false);
-        tokio::spawn(serve(proxy, None, stop));
-
-        let mut c = TcpStream::connect(proxy_addr).await.unwrap();
-        c.write_all(format!("GET http://{origin_addr}/hello HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
-        let mut out = String::new();
-        c.read_to_string(&mut out).await.unwrap();
-        assert!(out.ends_with("hello from origin"), "{out}");
-
-        let mut c = TcpStream::connect(proxy_addr).await.unwrap();
-        c.write_all(format!("CONNECT {origin_addr} HTTP/1.1\r\n\r\n").as_bytes()).await.unwrap();
-        let mut head = [0u8; 39];
-        c.read_exact(&mut head).await.unwrap();
-        assert_eq!(&head, b"HTTP/1.1 200 Connection established\r\n\r\n");
-        c.write_all(b"PING / HTTP/1.0\r\n\r\n").await.unwrap();
-        let mut out = String::new();
-        c.read_to_string(&mut out).await.unwrap();
-        assert!(out.ends_with("tunnel ok"), "{out}");
+    fn ruleset_masquerades_and_keeps_guests_off_the_host() {
+        let closed = ruleset(EgressConfig::default());
+        assert!(closed.contains("oifname \"egress0\" masquerade"));
+        assert!(closed.contains("ip daddr { 127.0.0.0/8, 169.254.0.0/16, 10.0.2.3, 10.0.2.2 } drop"), "{closed}");
+        assert!(closed.contains("ip6 daddr { ::1, fe80::/10, fd00::3, ::ffff:0:0/96, fd00::2 } drop"), "{closed}");
+        let open = ruleset(EgressConfig { allow_host_loopback: true, ipv6: true });
+        assert!(open.contains("ip daddr { 127.0.0.0/8, 169.254.0.0/16, 10.0.2.3 } drop"), "{open}");
     }
 }

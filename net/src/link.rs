@@ -1,13 +1,15 @@
-//! Links inside the cluster's namespace over netlink: loopback up, the bridge with its address,
-//! each tap enslaved to it. The order lives in [`build`], written against the [`Netlink`] trait
-//! so it is unit-tested with a recording fake, without root.
+//! Links inside the cluster's namespace over netlink: loopback up, the bridge with its addresses,
+//! each tap enslaved to it, and the egress link with its addresses and default routes. The
+//! order lives in [`build`] and [`egress_link`], written against the [`Netlink`] trait so it is
+//! unit-tested with a recording fake, without root.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures_util::TryStreamExt;
-use rtnetlink::{Handle, LinkBridge, LinkUnspec};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, RouteMessageBuilder};
 
-use crate::topology::{Topology, BRIDGE};
+use crate::egress;
+use crate::topology::{Topology, BRIDGE, BRIDGE_IP6};
 
 /// A netlink request failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,23 +25,46 @@ pub struct LinkError {
 pub trait Netlink {
     /// Creates a bridge.
     async fn add_bridge(&mut self, name: &str) -> Result<(), LinkError>;
-    /// Adds an IPv4 address to a link.
-    async fn add_address(&mut self, link: &str, ip: Ipv4Addr, prefix: u8) -> Result<(), LinkError>;
+    /// Adds an address to a link.
+    async fn add_address(&mut self, link: &str, ip: IpAddr, prefix: u8) -> Result<(), LinkError>;
+    /// Adds a route to `dest/prefix` out of `link`, through `via` when given.
+    async fn add_route(&mut self, dest: IpAddr, prefix: u8, via: Option<IpAddr>, link: &str) -> Result<(), LinkError>;
+    /// Sets a link's MTU.
+    async fn set_mtu(&mut self, link: &str, mtu: u32) -> Result<(), LinkError>;
     /// Makes `link` a port of `master`.
     async fn set_master(&mut self, link: &str, master: &str) -> Result<(), LinkError>;
     /// Sets a link up.
     async fn set_up(&mut self, link: &str) -> Result<(), LinkError>;
 }
 
-/// Builds the topology: loopback, bridge and address, taps on the bridge, all up.
+/// Builds the topology: loopback, bridge and its addresses (IPv6 `fd00::1/64` unless the
+/// cluster is IPv4 only), taps on the bridge, all up.
 pub async fn build(nl: &mut impl Netlink, topo: &Topology) -> Result<(), LinkError> {
     nl.set_up("lo").await?;
     nl.add_bridge(BRIDGE).await?;
-    nl.add_address(BRIDGE, topo.bridge_ip, topo.subnet.prefix).await?;
+    nl.add_address(BRIDGE, topo.bridge_ip.into(), topo.subnet.prefix).await?;
+    if topo.stack.v6() {
+        nl.add_address(BRIDGE, BRIDGE_IP6.into(), 64).await?;
+    }
     nl.set_up(BRIDGE).await?;
     for node in &topo.nodes {
         nl.set_master(&node.tap, BRIDGE).await?;
         nl.set_up(&node.tap).await?;
+    }
+    Ok(())
+}
+
+/// The egress link slirp4netns made: up, its addresses, and the default routes through slirp's
+/// router (IPv6 through a host route, since slirp's router lies inside the bridge's /64).
+pub async fn egress_link(nl: &mut impl Netlink, ipv6: bool) -> Result<(), LinkError> {
+    nl.set_mtu(egress::TAP, egress::TAP_MTU).await?;
+    nl.set_up(egress::TAP).await?;
+    nl.add_address(egress::TAP, egress::TAP_IP.into(), 24).await?;
+    nl.add_route(Ipv4Addr::UNSPECIFIED.into(), 0, Some(egress::GATEWAY.into()), egress::TAP).await?;
+    if ipv6 {
+        nl.add_address(egress::TAP, egress::TAP_IP6.into(), 128).await?;
+        nl.add_route(egress::GATEWAY6.into(), 128, None, egress::TAP).await?;
+        nl.add_route(Ipv6Addr::UNSPECIFIED.into(), 0, Some(egress::GATEWAY6.into()), egress::TAP).await?;
     }
     Ok(())
 }
@@ -75,14 +100,36 @@ impl Netlink for RtNetlink {
         self.handle.link().add(LinkBridge::new(name).build()).execute().await.map_err(failed(format!("adding bridge {name}")))
     }
 
-    async fn add_address(&mut self, link: &str, ip: Ipv4Addr, prefix: u8) -> Result<(), LinkError> {
+    async fn add_address(&mut self, link: &str, ip: IpAddr, prefix: u8) -> Result<(), LinkError> {
         let index = self.index(link).await?;
-        self.handle
-            .address()
-            .add(index, ip.into(), prefix)
-            .execute()
-            .await
-            .map_err(failed(format!("adding {ip}/{prefix} to {link}")))
+        self.handle.address().add(index, ip, prefix).execute().await.map_err(failed(format!("adding {ip}/{prefix} to {link}")))
+    }
+
+    async fn add_route(&mut self, dest: IpAddr, prefix: u8, via: Option<IpAddr>, link: &str) -> Result<(), LinkError> {
+        let index = self.index(link).await?;
+        let what = format!("adding a route to {dest}/{prefix} via {via:?} on {link}");
+        let message = match (dest, via) {
+            (IpAddr::V4(d), via) => {
+                let mut b = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(d, prefix).output_interface(index);
+                if let Some(IpAddr::V4(g)) = via {
+                    b = b.gateway(g);
+                }
+                b.build()
+            }
+            (IpAddr::V6(d), via) => {
+                let mut b = RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(d, prefix).output_interface(index);
+                if let Some(IpAddr::V6(g)) = via {
+                    b = b.gateway(g);
+                }
+                b.build()
+            }
+        };
+        self.handle.route().add(message).execute().await.map_err(failed(what))
+    }
+
+    async fn set_mtu(&mut self, link: &str, mtu: u32) -> Result<(), LinkError> {
+        let index = self.index(link).await?;
+        self.handle.link().set(LinkUnspec::new_with_index(index).mtu(mtu).build()).execute().await.map_err(failed(format!("setting {link}'s MTU")))
     }
 
     async fn set_master(&mut self, link: &str, master: &str) -> Result<(), LinkError> {
@@ -114,8 +161,16 @@ mod tests {
             self.0.push(format!("bridge {name}"));
             Ok(())
         }
-        async fn add_address(&mut self, link: &str, ip: Ipv4Addr, prefix: u8) -> Result<(), LinkError> {
+        async fn add_address(&mut self, link: &str, ip: IpAddr, prefix: u8) -> Result<(), LinkError> {
             self.0.push(format!("addr {link} {ip}/{prefix}"));
+            Ok(())
+        }
+        async fn add_route(&mut self, dest: IpAddr, prefix: u8, via: Option<IpAddr>, link: &str) -> Result<(), LinkError> {
+            self.0.push(format!("route {dest}/{prefix} via {} dev {link}", via.map(|v| v.to_string()).unwrap_or("-".into())));
+            Ok(())
+        }
+        async fn set_mtu(&mut self, link: &str, mtu: u32) -> Result<(), LinkError> {
+            self.0.push(format!("mtu {link} {mtu}"));
             Ok(())
         }
         async fn set_master(&mut self, link: &str, master: &str) -> Result<(), LinkError> {
@@ -139,11 +194,30 @@ mod tests {
                 "up lo",
                 "bridge br0",
                 "addr br0 192.168.66.2/24",
+                "addr br0 fd00::1/64",
                 "up br0",
                 "master tap01 br0",
                 "up tap01",
                 "master tap02 br0",
                 "up tap02"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn egress_link_routes_the_default_through_slirp() {
+        let mut r = Recorder::default();
+        egress_link(&mut r, true).await.unwrap();
+        assert_eq!(
+            r.0,
+            [
+                "mtu egress0 65520",
+                "up egress0",
+                "addr egress0 10.0.2.100/24",
+                "route 0.0.0.0/0 via 10.0.2.2 dev egress0",
+                "addr egress0 fd00::100/128",
+                "route fd00::2/128 via - dev egress0",
+                "route ::/0 via fd00::2 dev egress0",
             ]
         );
     }

@@ -1,6 +1,7 @@
 //! A cluster's whole network, brought up in order and torn down with it: the namespace, taps,
-//! bridge, and the DHCP and DNS servers and the egress proxy on sockets bound inside. Dropping it (or the process
-//! dying) releases the namespace and everything in it.
+//! bridge, egress (slirp4netns and NAT inside the namespace), and the DHCP and DNS servers on
+//! sockets bound inside. Dropping it (or the process dying) releases the namespace and
+//! everything in it.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::OwnedFd;
@@ -11,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::dhcp::{self, DhcpConfig, DhcpServer, StaticLease};
 use crate::dns::{self, ClusterZone, DnsConfig};
-use crate::egress;
+use crate::egress::{self, Egress, EgressConfig, EgressError};
 use crate::link::{self, RtNetlink};
 use crate::netns::{NetNs, NetNsError};
 use crate::tap::{self, TapError};
@@ -29,6 +30,9 @@ pub enum NetworkError {
     /// Netlink.
     #[error(transparent)]
     Link(#[from] link::LinkError),
+    /// Egress.
+    #[error(transparent)]
+    Egress(#[from] EgressError),
     /// Binding a server socket inside the namespace.
     #[error("cannot bind the cluster's {what} socket")]
     Bind {
@@ -49,6 +53,8 @@ pub struct NetworkConfig {
     pub dns_upstreams: Vec<SocketAddr>,
     /// Guest MTU.
     pub mtu: u16,
+    /// Let guests reach the host's 127.0.0.1 (see [`egress`]).
+    pub allow_host_loopback: bool,
 }
 
 /// The live network of one cluster.
@@ -57,6 +63,7 @@ pub struct ClusterNetwork {
     taps: Vec<Option<OwnedFd>>,
     topology: Topology,
     dhcp: Arc<Mutex<DhcpServer>>,
+    egress: Egress,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -72,16 +79,29 @@ impl ClusterNetwork {
         // Inside: taps and the netlink socket (both belong to the namespace they are made in).
         let (taps, (conn, handle, _)) = ns.run(|| -> Result<_, NetworkError> {
             let _rt = rt.enter();
+            // Static addresses only here: duplicate address detection would only delay them.
+            for path in ["/proc/sys/net/ipv6/conf/default/accept_dad", "/proc/sys/net/ipv6/conf/all/accept_dad"] {
+                let _ = std::fs::write(path, "0");
+            }
             let taps = topo.nodes.iter().map(|n| tap::create(&n.tap).map(Some)).collect::<Result<Vec<_>, _>>()?;
             let conn = rtnetlink::new_connection().map_err(|source| NetworkError::Bind { what: "netlink", source })?;
             Ok((taps, conn))
         })??;
         let netlink_task = tokio::spawn(conn);
-        let built = link::build(&mut RtNetlink::new(handle), &topo).await;
+        let mut nl = RtNetlink::new(handle);
+        let egress_config = EgressConfig { allow_host_loopback: config.allow_host_loopback, ipv6: topo.stack.v6() };
+        let built = async {
+            link::build(&mut nl, &topo).await?;
+            let egress = Egress::start(&ns, egress_config).await?;
+            link::egress_link(&mut nl, egress_config.ipv6).await?;
+            Ok::<_, NetworkError>(egress)
+        }
+        .await;
         netlink_task.abort();
-        built?;
+        let egress = built?;
+        ns.run(|| egress::configure_inside(egress_config))??;
 
-        let (dhcp_sock, dns_udp, dns_tcp, proxy) = ns.run(|| -> Result<_, NetworkError> {
+        let (dhcp_sock, dns_udp, dns_tcp) = ns.run(|| -> Result<_, NetworkError> {
             let dhcp_sock = dhcp::bind_socket(Some(BRIDGE), 67).map_err(|source| NetworkError::Bind { what: "DHCP", source })?;
             let addr = SocketAddrV4::new(topo.bridge_ip, 53);
             let bind = |source| NetworkError::Bind { what: "DNS", source };
@@ -89,36 +109,33 @@ impl ClusterNetwork {
             let tcp = std::net::TcpListener::bind(addr).map_err(bind)?;
             udp.set_nonblocking(true).map_err(bind)?;
             tcp.set_nonblocking(true).map_err(bind)?;
-            let proxy_bind = |source| NetworkError::Bind { what: "egress proxy", source };
-            let proxy = std::net::TcpListener::bind(SocketAddrV4::new(topo.bridge_ip, egress::PROXY_PORT)).map_err(proxy_bind)?;
-            proxy.set_nonblocking(true).map_err(proxy_bind)?;
-            Ok((dhcp_sock, udp, tcp, proxy))
+            Ok((dhcp_sock, udp, tcp))
         })??;
         let bind = |what| move |source| NetworkError::Bind { what, source };
         let dhcp_sock = tokio::net::UdpSocket::from_std(dhcp_sock).map_err(bind("DHCP"))?;
         let dns_udp = tokio::net::UdpSocket::from_std(dns_udp).map_err(bind("DNS"))?;
         let dns_tcp = tokio::net::TcpListener::from_std(dns_tcp).map_err(bind("DNS"))?;
-        let proxy = tokio::net::TcpListener::from_std(proxy).map_err(bind("egress proxy"))?;
 
         let dhcp = Arc::new(Mutex::new(DhcpServer::new(dhcp_config(&topo, config.mtu))));
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let (d, rx) = (dhcp.clone(), stop_rx.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = dhcp::serve(dhcp_sock, d, rx).await {
-                tracing::error!(error = %e, "DHCP server stopped");
-            }
-        }));
-        let inside = egress::Inside { ns: ns.clone(), subnet: topo.subnet, domain: topo.cluster.clone(), hosts: zone(&topo).hosts };
-        tasks.push(tokio::spawn(egress::serve(proxy, Some(inside), stop_rx.clone())));
+        // An IPv6-only cluster gets no IPv4 leases (the bridge keeps its address for the host).
+        if topo.stack.v4() {
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = dhcp::serve(dhcp_sock, d, rx).await {
+                    tracing::error!(error = %e, "DHCP server stopped");
+                }
+            }));
+        }
         let dns_config = DnsConfig { zone: zone(&topo), upstreams: config.dns_upstreams.clone() };
         tasks.push(tokio::spawn(async move {
             if let Err(e) = dns::serve(dns_udp, dns_tcp, dns_config, stop_rx).await {
                 tracing::error!(error = %e, "DNS server stopped");
             }
         }));
-        tracing::info!(subnet = %topo.subnet, nodes = topo.nodes.len(), "cluster network up");
-        Ok(ClusterNetwork { ns, taps, topology: topo, dhcp, stop, tasks })
+        tracing::info!(subnet = %topo.subnet, nodes = topo.nodes.len(), egress_pid = ?egress.pid(), "cluster network up");
+        Ok(ClusterNetwork { ns, taps, topology: topo, dhcp, egress, stop, tasks })
     }
 
     /// The namespace (for port forwards and probes into it).
@@ -141,12 +158,18 @@ impl ClusterNetwork {
         self.dhcp.lock().map(|d| *d.stats()).unwrap_or_default()
     }
 
-    /// Stops the servers; the namespace goes when the last holder drops it.
+    /// The egress helper's pid.
+    pub fn egress_pid(&self) -> Option<u32> {
+        self.egress.pid()
+    }
+
+    /// Stops the servers and the egress helper; the namespace goes when the last holder drops it.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;
         }
+        self.egress.stop().await;
     }
 }
 

@@ -1,4 +1,5 @@
-//! The crate's only `unsafe`: the TUN/TAP ioctl. Everything else goes through `nix` and netlink.
+//! The crate's only `unsafe`: the TUN/TAP ioctl and a helper's set-up between fork and exec.
+//! Everything else goes through `nix` and netlink.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -35,4 +36,34 @@ pub fn set_iff(tun: &OwnedFd, name: &str, flags: i16) -> nix::Result<()> {
     // NUL-terminated `struct ifreq` that lives across the call; the kernel only reads it
     // (and writes back the same struct), never keeping the pointer.
     unsafe { tunsetiff(tun.as_raw_fd(), &req) }.map(drop)
+}
+
+/// Makes a child process (spawned later by `cmd`) get `from` as fd `to` for each pair (and no
+/// other inherited fds than those and stdio), and SIGKILL when the spawning thread ends.
+pub fn inherit_and_die_with_parent<const N: usize>(cmd: &mut std::process::Command, fds: [(i32, i32); N]) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec; it only calls the
+    // async-signal-safe dup2 and prctl on plain integers and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Copies above every target first, so no source is overwritten before it is moved.
+            let mut high = [0; N];
+            for (slot, (from, _)) in high.iter_mut().zip(fds) {
+                *slot = nix::libc::fcntl(from, nix::libc::F_DUPFD_CLOEXEC, 64);
+                if *slot < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (copy, (_, to)) in high.into_iter().zip(fds) {
+                // dup2 clears close-on-exec on the target: the helper keeps exactly these.
+                if nix::libc::dup2(copy, to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }

@@ -3,7 +3,7 @@
 //! IPv6 `fd00::1NN`).
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Default subnet, as kubevirtci's `br0`.
 pub const DEFAULT_SUBNET: &str = "192.168.66.0/24";
@@ -128,6 +128,27 @@ pub struct Topology {
     pub nodes: Vec<NodeNet>,
     /// Which IP versions the nodes get. The bridge has both addresses whatever it is.
     pub stack: Stack,
+}
+
+impl Topology {
+    /// Where kvci reaches node `n` (ssh, forwards, hooks): its IPv4 address unless the cluster
+    /// is IPv6 only.
+    pub fn node_addr(&self, n: &NodeNet) -> IpAddr {
+        if self.stack.v4() {
+            n.ip.into()
+        } else {
+            n.ip6.into()
+        }
+    }
+
+    /// Where kvci reaches the bridge's services from inside (the registry), by the same rule.
+    pub fn bridge_addr(&self) -> IpAddr {
+        if self.stack.v4() {
+            self.bridge_ip.into()
+        } else {
+            BRIDGE_IP6.into()
+        }
+    }
 }
 
 /// kubevirtci's IPv6 address for node `index`: `fd00::1NN`, the number's decimal digits read as

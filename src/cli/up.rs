@@ -9,7 +9,7 @@ use crate::accel::{self, AccelChoice, KvmFacts};
 use crate::cluster::layout::ClusterDir;
 use crate::cluster::plan::Launch;
 use crate::cluster::teardown;
-use crate::config::{self, ClusterSpec, HostLimits};
+use crate::config::{self, ClusterSpec, HostLimits, IpStack};
 use crate::image::name::ImageName;
 use crate::paths::Dirs;
 use crate::ports::FixedPorts;
@@ -75,6 +75,16 @@ pub struct UpArgs {
     /// Directory of the cluster registry (registry:5000) [default: DATA/registries/NAME, kept across down/up]
     #[arg(long, value_name = "DIR")]
     pub registry_dir: Option<std::path::PathBuf>,
+    /// IPv6 only: nodes get fd00::1NN and no IPv4 lease (kubevirtci's KUBEVIRT_SINGLE_STACK)
+    #[arg(long, conflicts_with = "ipv4_only")]
+    pub single_stack: bool,
+    /// IPv4 only: no IPv6 addresses, router advertisements or IPv6 egress
+    #[arg(long)]
+    pub ipv4_only: bool,
+    /// Let guests reach this host's 127.0.0.1 services as 10.0.2.2 (off by default: guests
+    /// reach the outside, never the host's loopback or link-local addresses)
+    #[arg(long)]
+    pub allow_host_loopback: bool,
     /// Stay attached: the cluster lives until Ctrl-C
     #[arg(long)]
     pub foreground: bool,
@@ -94,6 +104,9 @@ fn check_frozen(a: &UpArgs, f: &crate::image::store::FrozenManifest, memory: Opt
     }
     if a.subnet != kvci_net::topology::DEFAULT_SUBNET && a.subnet != f.subnet {
         bail!("image {} was frozen on subnet {}: its nodes keep their addresses, so --subnet cannot change", a.image, f.subnet);
+    }
+    if (a.single_stack || a.ipv4_only) && (a.single_stack != (f.stack == IpStack::Ipv6) || a.ipv4_only != (f.stack == IpStack::Ipv4)) {
+        bail!("image {} was frozen {}: its nodes keep their addresses, so --single-stack/--ipv4-only cannot change that", a.image, f.stack);
     }
     if decision.accel != f.accel {
         bail!("image {} was frozen under {} and cannot resume under {} ({})", a.image, f.accel, decision.accel, decision.reason);
@@ -150,17 +163,30 @@ pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
         },
         dns_upstreams: a.dns_upstream.clone(),
         registry_dir: a.registry_dir.as_deref().map(registry_dir).transpose()?,
+        stack: match (a.single_stack, a.ipv4_only) {
+            (true, _) => IpStack::Ipv6,
+            (_, true) => IpStack::Ipv4,
+            _ => IpStack::Dual,
+        },
+        allow_host_loopback: a.allow_host_loopback,
     };
     if let Some(frozen) = &image.manifest.frozen {
         check_frozen(&a, frozen, memory_mib, &decision)?;
     }
     let spec = match &image.manifest.frozen {
         // A frozen cluster resumes with exactly the machine and network it was saved with.
-        Some(f) => ClusterSpec { subnet: f.subnet.clone(), memory_mib: f.memory_mib, cpus: f.cpus, nodes: f.nodes.len() as u32, ..spec },
+        Some(f) => ClusterSpec { subnet: f.subnet.clone(), memory_mib: f.memory_mib, cpus: f.cpus, nodes: f.nodes.len() as u32, stack: f.stack, ..spec },
         None => spec,
     };
     spec.validate(HostLimits::probe())?;
     eprintln!("kvci: accelerator {}: {}", decision.accel, decision.reason);
+    if spec.allow_host_loopback {
+        eprintln!(
+            "kvci: --allow-host-loopback: guests reach every service on this host's 127.0.0.1 as {} \
+             (other clusters' forwarded ports, the host's own daemons)",
+            kvci_net::egress::HOST_ALIAS
+        );
+    }
 
     let stale = teardown::remove_stale(&dir)?;
     if !stale.is_empty() {

@@ -20,7 +20,7 @@ pub async fn boot_node(qemu: &Path, plan: NodePlan, tap: Option<OwnedFd>, ns: Ar
     let deadline = tokio::time::Instant::from_std(node.started() + timeout);
     let ready = async {
         let (msg, _) = node.wait_ready(timeout).await?;
-        readiness::check_lease(node.name(), &msg, node.plan.ip)?;
+        readiness::check_lease(node.name(), &msg, node.plan.leases)?;
         readiness::wait_sshd(node.name(), &ns, node.plan.ip, deadline).await?;
         anyhow::Ok(node.started().elapsed())
     };

@@ -1,7 +1,7 @@
 //! The cluster's host ports: bound before anything boots (a taken port fails `up` at once),
 //! relayed into the cluster once the nodes are ready.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -55,14 +55,14 @@ impl Bound {
                 }
                 Target::Node | Target::Bridge => {
                     let ip = if p.target == Target::Bridge {
-                        topo.bridge_ip
+                        topo.bridge_addr()
                     } else {
                         match topo.nodes.iter().find(|n| n.hostname == p.node) {
-                            Some(n) => n.ip,
+                            Some(n) => topo.node_addr(n),
                             None => continue,
                         }
                     };
-                    let target = SocketAddr::V4(SocketAddrV4::new(ip, p.guest_port));
+                    let target = SocketAddr::new(ip, p.guest_port);
                     tokio::spawn(forward::serve(listener, ns.clone(), target, stop));
                 }
             }

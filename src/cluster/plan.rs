@@ -33,10 +33,21 @@ pub struct NodePlan {
     pub base_disk: std::path::PathBuf,
     /// The machine, with sockets still to be bound (their fds are filled in at start).
     pub machine: NodeMachine,
-    /// The address DHCP will give it.
-    pub ip: std::net::Ipv4Addr,
+    /// Where kvci reaches it (ssh, forwards, hooks): IPv4 unless the cluster is IPv6 only.
+    pub ip: std::net::IpAddr,
+    /// The addresses it must report having taken (its static DHCPv4 and DHCPv6 leases).
+    pub leases: crate::cluster::readiness::Leases,
     /// The saved RAM and device state to resume from (frozen images).
     pub state: Option<std::path::PathBuf>,
+}
+
+/// How kvci's guests learn which DHCP clients to run (`kvci.stack=` on the kernel command line).
+fn stack_word(stack: crate::config::IpStack) -> &'static str {
+    match stack {
+        crate::config::IpStack::Dual => "dual",
+        crate::config::IpStack::Ipv4 => "ipv4",
+        crate::config::IpStack::Ipv6 => "ipv6",
+    }
 }
 
 /// A stable UUID for a node of a cluster (the same on every `up` of that name).
@@ -62,7 +73,7 @@ pub struct Plan {
 /// Plans the nodes of `launch` booting `image` under `dir`.
 pub fn plan(launch: &Launch, image: &Image, dir: &ClusterDir) -> Result<Plan, SubnetError> {
     let spec = &launch.spec;
-    let topology = Topology::new(&spec.name, Subnet::parse(&spec.subnet)?, spec.nodes);
+    let topology = Topology::with_stack(&spec.name, Subnet::parse(&spec.subnet)?, spec.nodes, spec.stack.into());
     let nodes = (1..=spec.nodes)
         .map(|index| {
             let net = &topology.nodes[index as usize - 1];
@@ -79,7 +90,7 @@ pub fn plan(launch: &Launch, image: &Image, dir: &ClusterDir) -> Result<Plan, Su
                     // no_timer_check: on a loaded host the kernel's IO-APIC timer probe can miss
                     // its window under TCG and panic ("timer doesn't work through
                     // Interrupt-remapped IO-APIC"); seen in CI with several guests booting.
-                    append: format!("{} no_timer_check kvci.hostname={name}", image.manifest.append),
+                    append: format!("{} no_timer_check kvci.hostname={name} kvci.stack={}", image.manifest.append, stack_word(spec.stack)),
                 },
                 disk: nd.disk(),
                 qmp: Endpoint::Path(nd.qmp_socket()),
@@ -93,7 +104,12 @@ pub fn plan(launch: &Launch, image: &Image, dir: &ClusterDir) -> Result<Plan, Su
                 uuid: Some(node_uuid(&spec.name, &name)),
                 incoming: false,
             };
-            let mut node = NodePlan { index, name, dir: nd, base_disk: image.disk(), machine, ip: net.ip, state: None };
+            let leases = crate::cluster::readiness::Leases {
+                v4: topology.stack.v4().then_some(net.ip),
+                v6: topology.stack.v6().then_some(net.ip6),
+            };
+            let ip = topology.node_addr(net);
+            let mut node = NodePlan { index, name, dir: nd, base_disk: image.disk(), machine, ip, leases, state: None };
             // A frozen image: each node resumes from its own saved disk and RAM.
             if let Some(frozen) = image.manifest.frozen.as_ref().and_then(|f| f.nodes.get(index as usize - 1)) {
                 node.base_disk = image.dir.join(&frozen.disk);
@@ -143,10 +159,10 @@ mod tests {
         assert_eq!(n2.name, "node02");
         assert_eq!(n2.machine.disk, std::path::Path::new("/d/clusters/c1/node02/disk.qcow2"));
         assert_eq!(n2.base_disk, std::path::Path::new("/s/layers/id/disk.qcow2"));
-        assert_eq!(n2.machine.boot.append, "console=ttyS0 no_timer_check kvci.hostname=node02");
+        assert_eq!(n2.machine.boot.append, "console=ttyS0 no_timer_check kvci.hostname=node02 kvci.stack=dual");
         assert_eq!(n2.machine.memory_mib, 768);
         assert_ne!(p.nodes[0].machine.disk, n2.machine.disk);
-        assert_eq!(n2.ip, std::net::Ipv4Addr::new(10, 9, 0, 102));
+        assert_eq!(n2.ip, std::net::IpAddr::from([10, 9, 0, 102]));
         assert_eq!(n2.machine.nic.as_ref().unwrap().mac, "52:55:00:d1:55:02");
         assert_eq!(p.topology.bridge_ip, std::net::Ipv4Addr::new(10, 9, 0, 2));
         assert_eq!(n2.machine.uuid.as_deref(), Some(node_uuid("c1", "node02").as_str()));

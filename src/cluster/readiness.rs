@@ -1,6 +1,6 @@
 //! What "ready" means beyond the beacon: the node took its DHCP lease and its sshd answers.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,14 +14,16 @@ use crate::beacon;
 #[derive(Debug, thiserror::Error)]
 pub enum NotReady {
     /// The beacon's address is not the node's static lease.
-    #[error("{node} did not take its DHCP lease: it reports address {got:?}, expected {want} (see `kvci vm logs {node}`)")]
+    #[error("{node} did not take its {what} lease: it reports address {got:?}, expected {want} (see `kvci vm logs {node}`)")]
     Lease {
         /// Node.
         node: String,
+        /// DHCP or DHCPv6.
+        what: &'static str,
         /// What the guest reported.
         got: String,
         /// Its static lease.
-        want: Ipv4Addr,
+        want: IpAddr,
     },
     /// sshd did not answer in time.
     #[error("{node}: sshd on {addr} did not answer: {why}")]
@@ -35,19 +37,34 @@ pub enum NotReady {
     },
 }
 
-/// Checks the address the guest reported against its lease.
-pub fn check_lease(node: &str, msg: &beacon::Message, want: Ipv4Addr) -> Result<(), NotReady> {
-    if msg.address.parse::<Ipv4Addr>().ok() == Some(want) {
-        Ok(())
-    } else {
-        Err(NotReady::Lease { node: node.into(), got: msg.address.clone(), want })
+/// The static leases a node must have taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Leases {
+    /// Its DHCPv4 lease, unless the cluster is IPv6 only.
+    pub v4: Option<Ipv4Addr>,
+    /// Its DHCPv6 lease, unless the cluster is IPv4 only.
+    pub v6: Option<Ipv6Addr>,
+}
+
+/// Checks the addresses the guest reported against its leases.
+pub fn check_lease(node: &str, msg: &beacon::Message, want: Leases) -> Result<(), NotReady> {
+    if let Some(v4) = want.v4 {
+        if msg.address.parse::<Ipv4Addr>().ok() != Some(v4) {
+            return Err(NotReady::Lease { node: node.into(), what: "DHCP", got: msg.address.clone(), want: v4.into() });
+        }
     }
+    if let Some(v6) = want.v6 {
+        if msg.address6.parse::<Ipv6Addr>().ok() != Some(v6) {
+            return Err(NotReady::Lease { node: node.into(), what: "DHCPv6", got: msg.address6.clone(), want: v6.into() });
+        }
+    }
+    Ok(())
 }
 
 /// Waits (until `deadline`) for an SSH banner from `ip:22` inside the namespace. There is no
 /// event for "a port started listening", so refused connections are retried with backoff.
-pub async fn wait_sshd(node: &str, ns: &Arc<NetNs>, ip: Ipv4Addr, deadline: Instant) -> Result<(), NotReady> {
-    let addr = SocketAddr::V4(SocketAddrV4::new(ip, 22));
+pub async fn wait_sshd(node: &str, ns: &Arc<NetNs>, ip: IpAddr, deadline: Instant) -> Result<(), NotReady> {
+    let addr = SocketAddr::new(ip, 22);
     let mut backoff = Duration::from_millis(20);
     loop {
         let why = match kvci_net::forward::connect_inside(ns.clone(), addr).await {
@@ -74,15 +91,21 @@ pub async fn wait_sshd(node: &str, ns: &Arc<NetNs>, ip: Ipv4Addr, deadline: Inst
 mod tests {
     use super::*;
 
-    fn msg(address: &str) -> beacon::Message {
-        beacon::Message { event: "ready".into(), hostname: "node01".into(), address: address.into(), uptime: 1.0 }
+    fn msg(address: &str, address6: &str) -> beacon::Message {
+        beacon::Message { event: "ready".into(), hostname: "node01".into(), address: address.into(), address6: address6.into(), uptime: 1.0 }
     }
 
     #[test]
-    fn lease_must_match() {
-        let want = Ipv4Addr::new(192, 168, 66, 101);
-        assert!(check_lease("node01", &msg("192.168.66.101"), want).is_ok());
-        let err = check_lease("node01", &msg(""), want).unwrap_err().to_string();
+    fn leases_must_match() {
+        let v4 = Leases { v4: Some(Ipv4Addr::new(192, 168, 66, 101)), v6: None };
+        assert!(check_lease("node01", &msg("192.168.66.101", ""), v4).is_ok());
+        let err = check_lease("node01", &msg("", ""), v4).unwrap_err().to_string();
         assert!(err.contains("did not take its DHCP lease"), "{err}");
+        let dual = Leases { v6: Some("fd00::101".parse().unwrap()), ..v4 };
+        assert!(check_lease("node01", &msg("192.168.66.101", "fd00::101"), dual).is_ok());
+        let err = check_lease("node01", &msg("192.168.66.101", ""), dual).unwrap_err().to_string();
+        assert!(err.contains("did not take its DHCPv6 lease"), "{err}");
+        let v6 = Leases { v4: None, v6: dual.v6 };
+        assert!(check_lease("node01", &msg("", "fd00::101"), v6).is_ok());
     }
 }

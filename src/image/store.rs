@@ -79,6 +79,13 @@ pub struct FrozenManifest {
     pub memory_mib: u64,
     /// Per-node vCPUs (must match on resume).
     pub cpus: u32,
+    /// The IP versions its nodes had (images frozen before IPv6 had IPv4 only).
+    #[serde(default = "ipv4_only")]
+    pub stack: crate::config::IpStack,
+}
+
+fn ipv4_only() -> crate::config::IpStack {
+    crate::config::IpStack::Ipv4
 }
 
 /// One frozen node.

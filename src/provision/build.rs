@@ -174,12 +174,19 @@ async fn run(store: &Store, provider: &Loaded, base: &Image, id: &str, name: &st
             ports: Default::default(),
             dns_upstreams: vec![],
             registry_dir: None,
+            stack: Default::default(),
+            allow_host_loopback: false,
         },
         accel: decision,
     };
     let mut plan = plan(&launch, base, &cdir)?;
     let upstreams = kvci_net::dns::upstreams_from_resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
-    let mut network = ClusterNetwork::create(NetworkConfig { topology: plan.topology.clone(), dns_upstreams: upstreams, mtu: 1500 })
+    let mut network = ClusterNetwork::create(NetworkConfig {
+        topology: plan.topology.clone(),
+        dns_upstreams: upstreams,
+        mtu: 1500,
+        allow_host_loopback: false,
+    })
         .await
         .context("creating the build network")?;
     let node_plan = plan.nodes.remove(0);
@@ -251,7 +258,7 @@ async fn run(store: &Store, provider: &Loaded, base: &Image, id: &str, name: &st
 }
 
 /// Copies each phase's files and script into the guest and runs it, streaming its output.
-async fn run_phases(provider: &Loaded, ns: Arc<kvci_net::netns::NetNs>, ip: std::net::Ipv4Addr, key: &Path) -> Result<()> {
+async fn run_phases(provider: &Loaded, ns: Arc<kvci_net::netns::NetNs>, ip: std::net::IpAddr, key: &Path) -> Result<()> {
     let addr = std::net::SocketAddr::from((ip, 22));
     let stream = kvci_net::forward::connect_inside(ns, addr).await.context("connecting to the guest's sshd")?;
     let mut session = ssh::client::connect(stream, "root", key).await?;

@@ -2,7 +2,6 @@
 //! (kubeadm init), then on the others (join), or on all at once (etcd's static bootstrap).
 //! Scripts get the cluster in `KVCI_*` variables.
 
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -19,7 +18,7 @@ pub struct HookNode {
     /// `nodeNN`.
     pub name: String,
     /// Its address.
-    pub ip: Ipv4Addr,
+    pub ip: std::net::IpAddr,
 }
 
 /// The environment a hook script starts with (a shell prologue of `export` lines).
@@ -94,7 +93,7 @@ mod tests {
     #[test]
     fn hooks_see_the_whole_cluster() {
         let nodes: Vec<HookNode> =
-            (1..=3).map(|i| HookNode { name: format!("node0{i}"), ip: Ipv4Addr::new(192, 168, 66, 100 + i) }).collect();
+            (1..=3).map(|i| HookNode { name: format!("node0{i}"), ip: std::net::Ipv4Addr::new(192, 168, 66, 100 + i).into() }).collect();
         let env = environment("c1", &nodes, &nodes[1], "tok");
         assert!(env.contains("export KVCI_NODE='node02'\n"), "{env}");
         assert!(env.contains("export KVCI_NODES='node01 node02 node03'\n"), "{env}");

@@ -134,6 +134,7 @@ async fn save_and_commit(
             qemu_version: ctx.qemu_version.clone(),
             memory_mib: spec.memory_mib,
             cpus: spec.cpus,
+            stack: spec.stack,
         }),
         ports: base.ports.clone(),
     };

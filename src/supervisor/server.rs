@@ -144,7 +144,12 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
     } else {
         launch.spec.dns_upstreams.clone()
     };
-    let network = ClusterNetwork::create(NetworkConfig { topology: plan.topology.clone(), dns_upstreams: upstreams, mtu: 1500 })
+    let network = ClusterNetwork::create(NetworkConfig {
+        topology: plan.topology.clone(),
+        dns_upstreams: upstreams,
+        mtu: 1500,
+        allow_host_loopback: launch.spec.allow_host_loopback,
+    })
         .await
         .context("creating the cluster network")?;
     let mut network = network;
@@ -166,7 +171,7 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
     };
     if image.manifest.up.is_some() {
         reporter.progress("running the image's up hooks");
-        let hook_nodes: Vec<HookNode> = network.topology().nodes.iter().map(|n| HookNode { name: n.hostname.clone(), ip: n.ip }).collect();
+        let hook_nodes: Vec<HookNode> = network.topology().nodes.iter().map(|n| HookNode { name: n.hostname.clone(), ip: network.topology().node_addr(n) }).collect();
         let key = dir.ssh_dir().join("id_ed25519");
         let hooks = hooks::run(&image, dir.name(), &hook_nodes, network.ns(), &key, &random_token()).await;
         if let Err(e) = hooks {
