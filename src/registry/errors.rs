@@ -28,7 +28,8 @@ pub enum Code {
     SizeInvalid,
     /// The operation is not supported.
     Unsupported,
-    /// A `Range`/`Content-Range` that does not fit the upload or blob.
+    /// A chunk's `Content-Range` that does not continue the upload or match the chunk: 416 with
+    /// `BLOB_UPLOAD_INVALID`, as the spec asks. (A blob `Range` that misses is answered apart.)
     RangeInvalid,
     /// The request itself is malformed (bad tag, bad query).
     TagInvalid,

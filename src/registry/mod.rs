@@ -4,14 +4,18 @@
 //! cluster's own (see [`crate::paths::Dirs::registry`]), so they survive `down` and `up`.
 //!
 //! [`routes`] parses requests, [`reference`] validates names and digests, [`manifest`] checks
-//! manifests, [`storage`] keeps everything on disk, [`uploads`] streams bodies into it and
-//! [`server`] is the hyper service tying them together.
+//! manifests, [`ranges`] reads `Range` headers, [`storage`] keeps everything on disk (uploads in
+//! a [`scratch`] directory per live registry), [`intake`] reads request bodies, [`uploads`] keeps
+//! sessions and streams bodies into them and [`server`] is the hyper service tying them together.
 
 pub mod body;
 pub mod errors;
+pub mod intake;
 pub mod manifest;
+pub mod ranges;
 pub mod reference;
 pub mod routes;
+pub mod scratch;
 pub mod server;
 pub mod storage;
 pub mod uploads;

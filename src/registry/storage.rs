@@ -2,45 +2,55 @@
 //!
 //! ```text
 //! <root>/blobs/sha256/<hex>                     content-addressed blobs and manifests
-//! <root>/uploads/<id>                           uploads in progress (same filesystem)
+//! <root>/uploads/<scratch>/<id>                 uploads in progress (same filesystem), one
+//!                                               scratch directory per live registry
 //! <root>/repositories/<name>/_manifests/<hex>   this repository has manifest <hex>; holds its media type
 //! <root>/repositories/<name>/_tags/<tag>        tag → `sha256:<hex>`
 //! ```
 //!
 //! Everything lands by rename from `uploads/`, so a crash leaves no half-written blob, manifest
-//! or tag, only garbage in `uploads/` that a later start removes. Repository components cannot
-//! start with `_`, so `_manifests` and `_tags` never collide with a nested repository.
+//! or tag, only garbage in `uploads/` that a later start removes (see [`super::scratch`]).
+//! Repository components cannot start with `_`, so `_manifests` and `_tags` never collide with
+//! a nested repository.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use sha2::{Digest as _, Sha256};
 
 use super::errors::{Code, RegistryError, Result};
 use super::manifest;
 use super::reference::{Digest, Reference};
+use super::scratch::{self, Scratch};
 
-/// Uploads untouched this long are abandoned (removed when a registry opens the directory; a
-/// younger one may belong to another cluster sharing it).
-const STALE_UPLOAD: Duration = Duration::from_secs(24 * 3600);
-
-/// A registry directory.
+/// A registry directory. Clones share one scratch directory, made on the first write.
 #[derive(Debug, Clone)]
 pub struct Storage {
     root: PathBuf,
+    scratch: Arc<Mutex<Option<Scratch>>>,
 }
 
-/// An upload in progress: the file and the hash of everything appended so far.
+/// An upload in progress: the file and the hash of everything appended so far. Dropped
+/// without becoming a blob, it removes its file.
 pub struct Upload {
-    /// Session id (a file name in `uploads/`).
+    /// Session id (a file name in this registry's scratch directory).
     pub id: String,
     /// The repository it was started for.
     pub repo: String,
+    /// The file, until [`Storage::commit`] renames it into `blobs/`.
+    path: Option<PathBuf>,
     file: File,
     hasher: Sha256,
     size: u64,
+}
+
+/// Where an upload stood before a chunk, to go back to if the chunk fails.
+pub struct Mark {
+    size: u64,
+    hasher: Sha256,
 }
 
 impl Upload {
@@ -56,6 +66,28 @@ impl Upload {
     pub fn size(&self) -> u64 {
         self.size
     }
+
+    /// Where the upload stands now.
+    pub fn mark(&self) -> Mark {
+        Mark { size: self.size, hasher: self.hasher.clone() }
+    }
+
+    /// Cuts the file, the hash and the size back to `mark`.
+    pub fn rewind(&mut self, mark: Mark) -> io::Result<()> {
+        self.file.set_len(mark.size)?;
+        self.file.seek(SeekFrom::Start(mark.size))?;
+        self.hasher = mark.hasher;
+        self.size = mark.size;
+        Ok(())
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some(path) = &self.path {
+            let _ = fs::remove_file(path);
+        }
+    }
 }
 
 fn io_err(e: io::Error) -> RegistryError {
@@ -63,21 +95,13 @@ fn io_err(e: io::Error) -> RegistryError {
 }
 
 impl Storage {
-    /// Opens the registry at `root`, removing stale uploads. Directories are made on the first
-    /// write, so a cluster that never pushes leaves nothing behind.
+    /// Opens the registry at `root`, removing the uploads no live registry holds. Directories
+    /// are made on the first write, so a cluster that never pushes leaves nothing behind.
     pub fn open(root: &Path) -> io::Result<Storage> {
-        let s = Storage { root: root.to_path_buf() };
-        let uploads = match fs::read_dir(s.uploads()) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(s),
-            Err(e) => return Err(e),
-        };
-        let now = SystemTime::now();
-        for e in uploads.filter_map(|e| e.ok()) {
-            let old = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_UPLOAD);
-            if old {
-                let _ = fs::remove_file(e.path());
-            }
+        let s = Storage { root: root.to_path_buf(), scratch: Arc::default() };
+        let removed = scratch::sweep(&s.uploads())?;
+        if removed > 0 {
+            tracing::info!(dir = %root.display(), removed, "removed uploads left by stopped registries");
         }
         Ok(s)
     }
@@ -89,6 +113,17 @@ impl Storage {
 
     fn uploads(&self) -> PathBuf {
         self.root.join("uploads")
+    }
+
+    /// This registry's scratch directory, made and locked on first use.
+    fn scratch(&self) -> Result<PathBuf> {
+        // A panic while holding it leaves an Option that is still consistent.
+        let mut held = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = held.as_ref() {
+            return Ok(s.path().to_path_buf());
+        }
+        let made = held.insert(Scratch::create(&self.uploads(), random_id).map_err(io_err)?);
+        Ok(made.path().to_path_buf())
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
@@ -117,49 +152,39 @@ impl Storage {
     /// Starts an upload for `repo`.
     pub fn start_upload(&self, repo: &str) -> Result<Upload> {
         let id = random_id();
-        fs::create_dir_all(self.uploads()).map_err(io_err)?;
-        let file = File::options().write(true).create_new(true).open(self.uploads().join(&id)).map_err(io_err)?;
-        Ok(Upload { id, repo: repo.to_string(), file, hasher: Sha256::new(), size: 0 })
+        let path = self.scratch()?.join(&id);
+        let file = File::options().write(true).create_new(true).open(&path).map_err(io_err)?;
+        Ok(Upload { id, repo: repo.to_string(), path: Some(path), file, hasher: Sha256::new(), size: 0 })
     }
 
     /// Verifies everything uploaded against `expected` and stores it as that blob. On a
-    /// mismatch the upload is discarded and nothing is stored.
-    pub fn commit(&self, upload: Upload, expected: &Digest) -> Result<()> {
-        let Upload { id, file, hasher, .. } = upload;
-        let path = self.uploads().join(&id);
-        let got = Digest::from_sha256(&hasher.finalize());
+    /// mismatch (or any failure) the upload is discarded and nothing is stored.
+    pub fn commit(&self, mut upload: Upload, expected: &Digest) -> Result<()> {
+        let got = Digest::from_sha256(&std::mem::take(&mut upload.hasher).finalize());
         if &got != expected {
-            drop(file);
-            let _ = fs::remove_file(&path);
             return Err(RegistryError::new(Code::DigestInvalid, format!("upload hashes to {got}, not {expected}: discarded")));
         }
         // Durable before visible: the name must never point at content still in flight.
-        file.sync_data().map_err(io_err)?;
-        drop(file);
+        upload.file.sync_data().map_err(io_err)?;
         if self.blob_size(expected).is_some() {
-            let _ = fs::remove_file(&path);
             return Ok(());
         }
         let dest = self.blob_path(expected);
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(io_err)?;
         }
-        fs::rename(&path, dest).map_err(io_err)
+        let path = upload.path.as_ref().expect("an upload keeps its path until committed");
+        fs::rename(path, dest).map_err(io_err)?;
+        upload.path = None;
+        Ok(())
     }
 
-    /// Abandons an upload.
-    pub fn discard(&self, upload: Upload) {
-        let path = self.uploads().join(&upload.id);
-        drop(upload);
-        let _ = fs::remove_file(path);
-    }
-
-    /// Writes `data` to `dest` through a temporary file in `uploads/` and a rename.
+    /// Writes `data` to `dest` through a temporary file in the scratch directory and a rename.
     fn write_atomic(&self, dest: &Path, data: &[u8]) -> Result<()> {
-        for dir in [dest.parent(), Some(self.uploads().as_path())].into_iter().flatten() {
+        if let Some(dir) = dest.parent() {
             fs::create_dir_all(dir).map_err(io_err)?;
         }
-        let tmp = self.uploads().join(format!("tmp-{}", random_id()));
+        let tmp = self.scratch()?.join(format!("tmp-{}", random_id()));
         let written = File::create(&tmp).and_then(|mut f| {
             f.write_all(data)?;
             f.sync_data()
@@ -329,7 +354,7 @@ mod tests {
         let mut back = String::new();
         f.read_to_string(&mut back).unwrap();
         assert_eq!((back.as_str(), len), ("hello registry", 14));
-        assert_eq!(entries(&s.uploads()), 0);
+        assert_eq!(entries(&s.scratch().unwrap()), 0);
         // The same content again: stored once, no error.
         upload(&s, b"hello registry");
         assert_eq!(entries(&s.root.join("blobs/sha256")), 1);
@@ -345,7 +370,7 @@ mod tests {
         assert_eq!(e.code, Code::DigestInvalid);
         assert_eq!(s.blob_size(&claimed), None);
         assert_eq!(s.blob_size(&Digest::of(b"actual")), None);
-        assert_eq!(entries(&s.uploads()), 0);
+        assert_eq!(entries(&s.scratch().unwrap()), 0);
         assert_eq!(s.open_blob(&claimed).unwrap_err().code, Code::BlobUnknown);
     }
 
@@ -354,8 +379,23 @@ mod tests {
         let (_t, s) = store();
         let mut u = s.start_upload("r").unwrap();
         u.append(b"x").unwrap();
-        s.discard(u);
-        assert_eq!(entries(&s.uploads()), 0);
+        drop(u);
+        assert_eq!(entries(&s.scratch().unwrap()), 0);
+    }
+
+    #[test]
+    fn a_rewound_upload_is_back_where_it_was() {
+        let (_t, s) = store();
+        let mut u = s.start_upload("r").unwrap();
+        u.append(b"kept ").unwrap();
+        let mark = u.mark();
+        u.append(b"half a chunk").unwrap();
+        u.rewind(mark).unwrap();
+        assert_eq!(u.size(), 5);
+        assert_eq!(fs::metadata(s.scratch().unwrap().join(&u.id)).unwrap().len(), 5);
+        u.append(b"rest").unwrap();
+        s.commit(u, &Digest::of(b"kept rest")).unwrap();
+        assert_eq!(s.blob_size(&Digest::of(b"kept rest")), Some(9));
     }
 
     #[test]
@@ -425,13 +465,21 @@ mod tests {
     }
 
     #[test]
-    fn stale_uploads_are_removed_on_open_and_fresh_ones_kept() {
+    fn uploads_of_stopped_registries_are_removed_on_open_and_live_ones_kept() {
         let (t, s) = store();
-        let fresh = s.start_upload("r").unwrap();
-        let old = s.uploads().join("old");
-        File::create(&old).unwrap().set_modified(SystemTime::now() - STALE_UPLOAD * 2).unwrap();
+        let mut live = s.start_upload("r").unwrap();
+        live.append(b"still coming").unwrap();
+        // What a killed registry leaves: an unlocked scratch directory, and a loose upload file
+        // from a kvci before scratch directories.
+        let killed = s.uploads().join("killed");
+        fs::create_dir(&killed).unwrap();
+        fs::write(killed.join("abc"), vec![0u8; 1 << 20]).unwrap();
+        fs::write(s.uploads().join("def"), b"older layout").unwrap();
+
         Storage::open(t.path()).unwrap();
-        assert!(!old.exists());
-        assert!(s.uploads().join(&fresh.id).exists());
+        assert!(!killed.exists());
+        assert!(!s.uploads().join("def").exists());
+        assert_eq!(fs::metadata(s.scratch().unwrap().join(&live.id)).unwrap().len(), 12);
+        assert_eq!(entries(&s.uploads()), 1);
     }
 }
