@@ -31,7 +31,7 @@ pub const PORT: u16 = 5000;
 pub use server::serve;
 pub use storage::Storage;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use anyhow::Context;
@@ -40,19 +40,22 @@ use tokio::sync::watch;
 
 /// Binds `<bridge>:5000` inside the cluster's namespace and serves the registry in `dir` from
 /// the calling runtime until `stop` turns true or its sender is dropped.
-pub fn start(ns: &NetNs, bridge: Ipv4Addr, dir: &Path, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub fn start(ns: &NetNs, addrs: &[IpAddr], dir: &Path, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let storage = Storage::open(dir).with_context(|| format!("opening the registry in {}", dir.display()))?;
-    let addr = SocketAddrV4::new(bridge, PORT);
-    let listener = ns
-        .run(|| {
-            let l = std::net::TcpListener::bind(addr)?;
-            l.set_nonblocking(true)?;
-            Ok::<_, std::io::Error>(l)
-        })
-        .context("entering the cluster namespace")?
-        .with_context(|| format!("binding the registry on {addr}"))?;
-    let listener = tokio::net::TcpListener::from_std(listener).context("registering the registry listener")?;
-    tokio::spawn(serve(listener, storage, stop));
-    tracing::info!(%addr, dir = %dir.display(), "cluster registry up");
+    let mut listeners = Vec::new();
+    for &ip in addrs {
+        let addr = SocketAddr::new(ip, PORT);
+        let listener = ns
+            .run(|| {
+                let l = std::net::TcpListener::bind(addr)?;
+                l.set_nonblocking(true)?;
+                Ok::<_, std::io::Error>(l)
+            })
+            .context("entering the cluster namespace")?
+            .with_context(|| format!("binding the registry on {addr}"))?;
+        listeners.push(tokio::net::TcpListener::from_std(listener).context("registering the registry listener")?);
+    }
+    tokio::spawn(server::serve_all(listeners, storage, stop));
+    tracing::info!(?addrs, dir = %dir.display(), "cluster registry up");
     Ok(())
 }

@@ -51,11 +51,22 @@ pub struct Registry {
     storage: Storage,
     sessions: Sessions,
     settings: Settings,
+    timer_started: std::sync::atomic::AtomicBool,
 }
 
 /// Serves `storage` on `listener` (bound inside the cluster's namespace) until `stop` turns true.
 pub async fn serve(listener: TcpListener, storage: Storage, stop: watch::Receiver<bool>) {
     Registry::new(storage, Settings::default()).serve(listener, stop).await
+}
+
+/// As [`serve`] on several listeners (the bridge's IPv4 and IPv6 addresses) sharing one
+/// registry: the same blobs and upload sessions whichever address a client used.
+pub async fn serve_all(listeners: Vec<TcpListener>, storage: Storage, stop: watch::Receiver<bool>) {
+    let registry = Registry::new(storage, Settings::default());
+    let tasks: Vec<_> = listeners.into_iter().map(|l| tokio::spawn(registry.clone().serve(l, stop.clone()))).collect();
+    for t in tasks {
+        let _ = t.await;
+    }
 }
 
 /// Runs blocking storage work on the blocking pool.
@@ -141,13 +152,16 @@ fn range_not_satisfiable(total: u64) -> Response<Body> {
 impl Registry {
     /// A registry on `storage`.
     pub fn new(storage: Storage, settings: Settings) -> Arc<Registry> {
-        Arc::new(Registry { storage, sessions: Sessions::default(), settings })
+        Arc::new(Registry { storage, sessions: Sessions::default(), settings, timer_started: Default::default() })
     }
 
     /// Serves on `listener` until `stop` turns true (or its sender is dropped), dropping idle
     /// upload sessions on a timer meanwhile.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-        tokio::spawn(self.clone().expire_on_a_timer(stop.clone()));
+        // One timer per registry, however many listeners it has.
+        if !self.timer_started.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tokio::spawn(self.clone().expire_on_a_timer(stop.clone()));
+        }
         loop {
             tokio::select! {
                 accepted = listener.accept() => {

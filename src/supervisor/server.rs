@@ -155,7 +155,7 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
     let mut network = network;
     // Up before the nodes boot, so up hooks can pull from it; stops when this sender drops.
     let (_stop_registry, registry_stop) = tokio::sync::watch::channel(false);
-    if let Err(e) = crate::registry::start(network.ns(), plan.topology.bridge_ip, &registry_dir, registry_stop) {
+    if let Err(e) = crate::registry::start(network.ns(), &registry_addrs(&plan.topology), &registry_dir, registry_stop) {
         network.shutdown().await;
         return Err(e.context("starting the cluster registry"));
     }
@@ -196,6 +196,16 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
     let _ = stop_forwards.send(true);
     network.shutdown().await;
     result
+}
+
+/// The bridge's addresses the registry listens on: IPv4 always (the host's forward uses it
+/// unless the cluster is IPv6 only), IPv6 unless the cluster is IPv4 only.
+fn registry_addrs(topo: &kvci_net::topology::Topology) -> Vec<std::net::IpAddr> {
+    let mut v = vec![topo.bridge_ip.into()];
+    if topo.stack.v6() {
+        v.push(kvci_net::topology::BRIDGE_IP6.into());
+    }
+    v
 }
 
 /// A fresh secret for the cluster's up hooks (e.g. an etcd cluster token or kubeadm token seed).
