@@ -237,6 +237,8 @@ mod tests {
             ports: FixedPorts::default(),
             dns_upstreams: vec![],
             registry_dir: None,
+            stack: Default::default(),
+            allow_host_loopback: false,
         }
     }
     const HOST: HostLimits = HostLimits { memory_mib: 24 * 1024 };

@@ -1,5 +1,5 @@
 //! kvci's own network with real guests: DHCP leases, DNS (cluster names and forwarding), port
-//! forwards, two clusters side by side, and nothing left behind.
+//! forwards, two clusters side by side, and nothing left behind. Egress: `tests/egress.rs`.
 
 mod common;
 
@@ -66,23 +66,6 @@ fn guests_lease_resolve_ping_and_answer_ssh_through_the_forward() {
     let out = con.run("nslookup outside.example.test 192.168.66.2; echo FWD-$((4+4))", "FWD-8", Duration::from_secs(30));
     assert!(out.contains("10.11.12.13"), "not forwarded:\n{out}");
 
-    // Egress: the guest reaches a TCP server the test runs on the host, through kvci's proxy.
-    let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let web_port = web.local_addr().unwrap().port();
-    let web_thread = std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let (mut s, _) = web.accept().unwrap();
-        let mut buf = [0u8; 1024];
-        let _ = s.read(&mut buf).unwrap();
-        s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 14\r\n\r\nhello-egress-7").unwrap();
-    });
-    let out = con.run(
-        &format!(". /etc/profile; wget -q -O - http://127.0.0.1:{web_port}/ ; echo; echo WEB-$((5+5))"),
-        "WEB-10",
-        Duration::from_secs(60),
-    );
-    assert!(out.contains("hello-egress-7"), "egress failed:\n{out}");
-    web_thread.join().unwrap();
     drop(con);
 
     // The forwarded ssh ports answer from the host.

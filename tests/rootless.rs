@@ -70,6 +70,7 @@ fn netns_list() -> String {
 
 #[test]
 fn unprivileged_user_gets_the_same_cluster_and_the_host_is_untouched() {
+    let outside = common::outside::Outside::new(41);
     let links = host_links();
     let netns = netns_list();
     let r = Rootless::setup();
@@ -100,20 +101,19 @@ fn unprivileged_user_gets_the_same_cluster_and_the_host_is_untouched() {
     // ssh through the forwarded port on the host's loopback.
     assert!(ssh_banner(common::host_port(&status, "ssh")).starts_with("SSH-"));
 
-    // Egress: a guest reaches a TCP server the test runs.
-    let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = web.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let (mut s, _) = web.accept().unwrap();
-        let mut buf = [0u8; 1024];
-        let _ = s.read(&mut buf);
-        s.write_all(b"HTTP/1.0 200 OK\r\n\r\nrootless-egress-ok").unwrap();
-    });
-    let cmd = format!(". /etc/profile; wget -q -O - http://127.0.0.1:{port}/");
-    let out = r.kvci(&["vm", "ssh", "--name", "rl-a", "node02", "--", "sh", "-c", &cmd]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("rootless-egress-ok"), "{}", stderr(&out));
-    server.join().unwrap();
+    // Egress, by the same mechanism as root: TCP and UDP to servers the test runs, no proxy.
+    let cmd = format!("wget -q -O - {}; nslookup probe.example {}", outside.tcp_url(), outside.ip);
+    let out = r.kvci(&["vm", "ssh", "--name", "rl-a", "node02", "--", &cmd]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(common::outside::TCP_REPLY), "{text}{}", stderr(&out));
+    assert!(text.contains(&common::outside::UDP_ANSWER.to_string()), "{text}{}", stderr(&out));
+    // Unprivileged ping through slirp4netns needs the user's group in the host's
+    // net.ipv4.ping_group_range (kvci never changes host sysctls; the test does, and restores it).
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap();
+    std::fs::write("/proc/sys/net/ipv4/ping_group_range", format!("0 {}", r.gid)).unwrap();
+    let out = r.kvci(&["vm", "ssh", "--name", "rl-a", "node02", "--", &format!("ping -c 1 -W 5 {}", outside.ip)]);
+    std::fs::write("/proc/sys/net/ipv4/ping_group_range", range).unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 packets received"), "rootless ping: {}", stderr(&out));
 
     let out = r.kvci(&["vm", "down", "--name", "rl-a"]);
     assert!(out.status.success(), "{}", stderr(&out));

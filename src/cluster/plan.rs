@@ -145,6 +145,8 @@ mod tests {
                 ports: Default::default(),
                 dns_upstreams: vec![],
                 registry_dir: None,
+                stack: Default::default(),
+                allow_host_loopback: false,
             },
             accel: Decision { accel: Accel::Tcg, reason: "test".into() },
         };

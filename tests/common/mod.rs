@@ -1,6 +1,8 @@
 //! Shared fixture for tests that drive the real `kvci` binary with real QEMU (TCG here).
 #![allow(dead_code)]
 
+pub mod outside;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
