@@ -3,7 +3,7 @@
 //! sockets bound inside. Dropping it (or the process dying) releases the namespace and
 //! everything in it.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
@@ -16,7 +16,7 @@ use crate::egress::{self, Egress, EgressConfig, EgressError};
 use crate::link::{self, RtNetlink};
 use crate::netns::{NetNs, NetNsError};
 use crate::tap::{self, TapError};
-use crate::topology::{Topology, BRIDGE};
+use crate::topology::{Topology, BRIDGE, BRIDGE_IP6};
 
 /// Bringing the network up failed.
 #[derive(Debug, thiserror::Error)]
@@ -101,20 +101,26 @@ impl ClusterNetwork {
         let egress = built?;
         ns.run(|| egress::configure_inside(egress_config))??;
 
-        let (dhcp_sock, dns_udp, dns_tcp) = ns.run(|| -> Result<_, NetworkError> {
+        // DNS on the bridge's IPv4 address, and on fd00::1 too unless the cluster is IPv4 only.
+        let mut dns_addrs = vec![SocketAddr::new(topo.bridge_ip.into(), 53)];
+        if topo.stack.v6() {
+            dns_addrs.push(SocketAddr::new(BRIDGE_IP6.into(), 53));
+        }
+        let (dhcp_sock, dns_sockets) = ns.run(|| -> Result<_, NetworkError> {
             let dhcp_sock = dhcp::bind_socket(Some(BRIDGE), 67).map_err(|source| NetworkError::Bind { what: "DHCP", source })?;
-            let addr = SocketAddrV4::new(topo.bridge_ip, 53);
             let bind = |source| NetworkError::Bind { what: "DNS", source };
-            let udp = std::net::UdpSocket::bind(addr).map_err(bind)?;
-            let tcp = std::net::TcpListener::bind(addr).map_err(bind)?;
-            udp.set_nonblocking(true).map_err(bind)?;
-            tcp.set_nonblocking(true).map_err(bind)?;
-            Ok((dhcp_sock, udp, tcp))
+            let mut dns = Vec::new();
+            for addr in &dns_addrs {
+                let udp = std::net::UdpSocket::bind(addr).map_err(bind)?;
+                let tcp = std::net::TcpListener::bind(addr).map_err(bind)?;
+                udp.set_nonblocking(true).map_err(bind)?;
+                tcp.set_nonblocking(true).map_err(bind)?;
+                dns.push((udp, tcp));
+            }
+            Ok((dhcp_sock, dns))
         })??;
         let bind = |what| move |source| NetworkError::Bind { what, source };
         let dhcp_sock = tokio::net::UdpSocket::from_std(dhcp_sock).map_err(bind("DHCP"))?;
-        let dns_udp = tokio::net::UdpSocket::from_std(dns_udp).map_err(bind("DNS"))?;
-        let dns_tcp = tokio::net::TcpListener::from_std(dns_tcp).map_err(bind("DNS"))?;
 
         let dhcp = Arc::new(Mutex::new(DhcpServer::new(dhcp_config(&topo, config.mtu))));
         let (stop, stop_rx) = watch::channel(false);
@@ -129,11 +135,16 @@ impl ClusterNetwork {
             }));
         }
         let dns_config = DnsConfig { zone: zone(&topo), upstreams: config.dns_upstreams.clone() };
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = dns::serve(dns_udp, dns_tcp, dns_config, stop_rx).await {
-                tracing::error!(error = %e, "DNS server stopped");
-            }
-        }));
+        for (udp, tcp) in dns_sockets {
+            let udp = tokio::net::UdpSocket::from_std(udp).map_err(bind("DNS"))?;
+            let tcp = tokio::net::TcpListener::from_std(tcp).map_err(bind("DNS"))?;
+            let (config, rx) = (dns_config.clone(), stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = dns::serve(udp, tcp, config, rx).await {
+                    tracing::error!(error = %e, "DNS server stopped");
+                }
+            }));
+        }
         tracing::info!(subnet = %topo.subnet, nodes = topo.nodes.len(), egress_pid = ?egress.pid(), "cluster network up");
         Ok(ClusterNetwork { ns, taps, topology: topo, dhcp, egress, stop, tasks })
     }
