@@ -42,10 +42,10 @@ fn rss_of(cmd: &[String]) -> ! {
 fn big_image(data: &Path, mib: u64) -> (Store, Manifest) {
     kvci(data, &["image", "build", "tiny"]);
     let store = Store::open(&data.join("images")).unwrap();
-    if let Some(img) = store.get("bench-oci").unwrap() {
+    if let Some(img) = store.get(&kvci::image::name::ImageName::parse("bench-oci").unwrap()).unwrap() {
         return (store, img.manifest);
     }
-    let tiny = store.get("tiny").unwrap().unwrap();
+    let tiny = store.get(&kvci::image::name::ImageName::parse("tiny").unwrap()).unwrap().unwrap();
     let staging = store.staging().unwrap();
     let random = staging.path().join("random");
     let mut x = 0x9e37_79b9_7f4a_7c15u64;

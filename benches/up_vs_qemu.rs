@@ -39,7 +39,7 @@ fn kvci_round(data: &Path) -> Duration {
 /// spawn to the beacon's ready line. The overlay is made before the clock starts.
 fn bare_round(data: &Path, qemu: &Path) -> Duration {
     let dirs = Dirs::at(data);
-    let image = Store::open(&dirs.images()).unwrap().get("tiny").unwrap().expect("tiny is built");
+    let image = Store::open(&dirs.images()).unwrap().get(&kvci::image::name::ImageName::parse("tiny").unwrap()).unwrap().expect("tiny is built");
     let launch = Launch {
         spec: ClusterSpec {
             name: "bare".into(),
@@ -53,6 +53,8 @@ fn bare_round(data: &Path, qemu: &Path) -> Duration {
             ports: Default::default(),
             dns_upstreams: vec![],
             registry_dir: None,
+            stack: Default::default(),
+            allow_host_loopback: false,
         },
         accel: Decision { accel: kvci::accel::Accel::Tcg, reason: "bench".into() },
     };
