@@ -18,6 +18,9 @@ command -v ssh >/dev/null || need+=(openssh-client)
 command -v ip >/dev/null || need+=(iproute2)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+# Egress: slirp4netns attached to each cluster's namespace, nft for NAT inside it.
+command -v slirp4netns >/dev/null || need+=(slirp4netns)
+command -v nft >/dev/null || need+=(nftables)
 # Tests push to the cluster registry and read kvci's OCI exports with skopeo.
 command -v skopeo >/dev/null || need+=(skopeo)
 

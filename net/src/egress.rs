@@ -93,7 +93,7 @@ impl Egress {
     pub async fn start(ns: &NetNs, config: EgressConfig) -> Result<Egress, EgressError> {
         let (exit_read, exit_write) = nix::unistd::pipe().map_err(|e| EgressError::Spawn(e.into()))?;
         let (ready_read, ready_write) = nix::unistd::pipe().map_err(|e| EgressError::Spawn(e.into()))?;
-        let mut cmd = Command::new("slirp4netns");
+        let mut cmd = Command::new(program("slirp4netns"));
         cmd.args(slirp_args(config, NS_FD, EXIT_FD, READY_FD));
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
         let fds = [(ns.fd().as_raw_fd(), NS_FD), (exit_read.as_raw_fd(), EXIT_FD), (ready_write.as_raw_fd(), READY_FD)];
@@ -200,7 +200,7 @@ pub fn configure_inside(config: EgressConfig) -> Result<(), EgressError> {
     if config.ipv6 {
         sysctl("/proc/sys/net/ipv6/conf/all/forwarding")?;
     }
-    let mut nft = std::process::Command::new("nft")
+    let mut nft = std::process::Command::new(program("nft"))
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -215,6 +215,17 @@ pub fn configure_inside(config: EgressConfig) -> Result<(), EgressError> {
         return Err(EgressError::Inside { what: format!("nft refused the ruleset: {}", String::from_utf8_lossy(&out.stderr).trim()) });
     }
     Ok(())
+}
+
+/// `name` from PATH, else from the sbin directories an unprivileged user's PATH often lacks
+/// (Debian's nft is /usr/sbin/nft).
+fn program(name: &str) -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(std::path::PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| name.into())
 }
 
 async fn read_all(stderr: Option<tokio::process::ChildStderr>) -> String {
