@@ -1,5 +1,5 @@
 //! kvci's cluster network, kept apart from QEMU: one network namespace per cluster holding a
-//! bridge and one tap per node, embedded DHCP, DHCPv6 and DNS servers,
+//! bridge and one tap per node, embedded DHCP, DHCPv6, router advertisement and DNS servers,
 //! and the port forwarder that gives the host access. Nothing here knows about QEMU; the
 //! supervisor hands taps to it as fds.
 
@@ -11,6 +11,7 @@ pub mod forward;
 pub mod link;
 pub mod netns;
 pub mod network;
+pub mod ra;
 mod sys;
 pub mod tap;
 pub mod topology;
