@@ -17,6 +17,9 @@ command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v ip >/dev/null || need+=(iproute2)
 command -v shellcheck >/dev/null || need+=(shellcheck)
+# kvci-net's IPv6 test runs Debian's own clients against its DHCPv6 server and advertisements.
+command -v dhclient >/dev/null || need+=(isc-dhcp-client)
+command -v rdisc6 >/dev/null || need+=(ndisc6)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 # Egress: slirp4netns attached to each cluster's namespace, nft for NAT inside it.
 command -v slirp4netns >/dev/null || need+=(slirp4netns)

@@ -1,7 +1,10 @@
-//! The crate's only `unsafe`: the TUN/TAP ioctl and a helper's set-up between fork and exec.
-//! Everything else goes through `nix` and netlink.
+//! The crate's only `unsafe`: the TUN/TAP ioctl, a helper's set-up between fork and exec, and
+//! handing a raw socket to tokio's reactor. Everything else goes through `nix`, `socket2` and
+//! netlink.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+
+use tokio::io::unix::AsyncFd;
 
 /// `struct ifreq` as TUNSETIFF reads it: a name and the flags, padded to the kernel's size.
 #[repr(C)]
@@ -66,4 +69,14 @@ pub fn inherit_and_die_with_parent<const N: usize>(cmd: &mut std::process::Comma
             Ok(())
         });
     }
+}
+
+/// Registers a (non-blocking) raw socket with tokio's reactor, for sockets tokio has no type
+/// for (the router advertisements' ICMPv6 one).
+pub fn async_socket(socket: socket2::Socket) -> std::io::Result<AsyncFd<socket2::Socket>> {
+    // SAFETY: `register` requires the fd to stay open and unreplaced while registered. The
+    // `Socket` owns its fd and is moved into the `AsyncFd`, which deregisters it before dropping
+    // (and so closing) the socket; nothing else holds the fd or can close it meanwhile.
+    let registered = unsafe { AsyncFd::register(socket) };
+    registered.map_err(|e| e.into_parts().1)
 }
