@@ -11,7 +11,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::dhcp::{self, DhcpConfig, DhcpServer, StaticLease};
+use crate::dhcp6::{self, Dhcp6Config, Dhcp6Server};
 use crate::dns::{self, ClusterZone, DnsConfig};
+use crate::ra::{self, RaConfig};
 use crate::egress::{self, Egress, EgressConfig, EgressError};
 use crate::link::{self, RtNetlink};
 use crate::netns::{NetNs, NetNsError};
@@ -79,9 +81,13 @@ impl ClusterNetwork {
         // Inside: taps and the netlink socket (both belong to the namespace they are made in).
         let (taps, (conn, handle, _)) = ns.run(|| -> Result<_, NetworkError> {
             let _rt = rt.enter();
-            // Static addresses only here: duplicate address detection would only delay them.
-            for path in ["/proc/sys/net/ipv6/conf/default/accept_dad", "/proc/sys/net/ipv6/conf/all/accept_dad"] {
-                let _ = std::fs::write(path, "0");
+            // Static addresses only here: duplicate address detection would only delay them, and
+            // router advertisements (slirp4netns sends some on the egress link) must not add
+            // routes or addresses beside kvci's own.
+            for (name, value) in [("accept_dad", "0"), ("accept_ra", "0"), ("autoconf", "0")] {
+                for scope in ["default", "all"] {
+                    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{scope}/{name}"), value);
+                }
             }
             let taps = topo.nodes.iter().map(|n| tap::create(&n.tap).map(Some)).collect::<Result<Vec<_>, _>>()?;
             let conn = rtnetlink::new_connection().map_err(|source| NetworkError::Bind { what: "netlink", source })?;
@@ -106,8 +112,15 @@ impl ClusterNetwork {
         if topo.stack.v6() {
             dns_addrs.push(SocketAddr::new(BRIDGE_IP6.into(), 53));
         }
-        let (dhcp_sock, dns_sockets) = ns.run(|| -> Result<_, NetworkError> {
+        let (dhcp_sock, v6_sockets, dns_sockets) = ns.run(|| -> Result<_, NetworkError> {
             let dhcp_sock = dhcp::bind_socket(Some(BRIDGE), 67).map_err(|source| NetworkError::Bind { what: "DHCP", source })?;
+            let v6 = if topo.stack.v6() {
+                let dhcp6 = dhcp6::bind_socket(BRIDGE).map_err(|source| NetworkError::Bind { what: "DHCPv6", source })?;
+                let ra = ra::bind_socket(BRIDGE).map_err(|source| NetworkError::Bind { what: "router advertisement", source })?;
+                Some((dhcp6, ra))
+            } else {
+                None
+            };
             let bind = |source| NetworkError::Bind { what: "DNS", source };
             let mut dns = Vec::new();
             for addr in &dns_addrs {
@@ -117,7 +130,7 @@ impl ClusterNetwork {
                 tcp.set_nonblocking(true).map_err(bind)?;
                 dns.push((udp, tcp));
             }
-            Ok((dhcp_sock, dns))
+            Ok((dhcp_sock, v6, dns))
         })??;
         let bind = |what| move |source| NetworkError::Bind { what, source };
         let dhcp_sock = tokio::net::UdpSocket::from_std(dhcp_sock).map_err(bind("DHCP"))?;
@@ -131,6 +144,22 @@ impl ClusterNetwork {
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = dhcp::serve(dhcp_sock, d, rx).await {
                     tracing::error!(error = %e, "DHCP server stopped");
+                }
+            }));
+        }
+        if let Some((dhcp6_sock, ra_sock)) = v6_sockets {
+            let dhcp6_sock = tokio::net::UdpSocket::from_std(dhcp6_sock).map_err(bind("DHCPv6"))?;
+            let server = Arc::new(Mutex::new(Dhcp6Server::new(Dhcp6Config::for_topology(&topo))));
+            let rx = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = dhcp6::serve(dhcp6_sock, server, rx).await {
+                    tracing::error!(error = %e, "DHCPv6 server stopped");
+                }
+            }));
+            let (ra_config, rx) = (RaConfig::for_topology(&topo, config.mtu), stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = ra::serve(ra_sock, ra_config, rx).await {
+                    tracing::error!(error = %e, "router advertisements stopped");
                 }
             }));
         }

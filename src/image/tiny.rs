@@ -46,6 +46,7 @@ const ROOTFS: &[File] = &[
     File { path: "usr/libexec/kvci/beacon", data: crate::image::BEACON, mode: 0o755 },
     File { path: "usr/libexec/kvci/agent", data: crate::image::AGENT, mode: 0o755 },
     rootfs_file!("usr/share/udhcpc/default.script", 0o755),
+    rootfs_file!("usr/share/kvci/dhclient6.script", 0o755),
 ];
 
 /// The recipe's identity: sha256 over every input file, by name.
