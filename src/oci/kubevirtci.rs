@@ -42,9 +42,19 @@ pub fn disk_number(name: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// Whether a root-level file is one kvci takes from a kubevirtci image.
-pub fn wanted(name: &str) -> bool {
-    matches!(name, BOX | KERNEL | INITRD | KERNEL_ARGS | ADDITIONAL_ARGS) || disk_number(name).is_some()
+/// The login key the image's nodes accept (Vagrant's well-known insecure key).
+pub const KEY: &str = "vagrant.key";
+/// The provider's folder (manifests, version), kept with the image.
+pub const SCRIPTS: &str = "scripts";
+
+/// Whether a file (by path components) is one kvci takes from a kubevirtci image: the disks,
+/// boot files and login key at the root, and everything under `/scripts/` (a few levels deep).
+pub fn wanted(path: &[String]) -> bool {
+    match path {
+        [name] => matches!(name.as_str(), BOX | KERNEL | INITRD | KERNEL_ARGS | ADDITIONAL_ARGS | KEY) || disk_number(name).is_some(),
+        [dir, rest @ ..] => dir == SCRIPTS && !rest.is_empty() && rest.len() <= 8,
+        [] => false,
+    }
 }
 
 /// The disk `vm.sh` boots: the highest `diskNN.qcow2`, else `box.qcow2`.
@@ -217,7 +227,9 @@ mod tests {
         assert_eq!(newest_disk(["vmlinuz"]), None);
         assert_eq!(disk_number("disk.qcow2"), None);
         assert_eq!(disk_number("disk0x.qcow2"), None);
-        assert!(wanted("kernel.args") && wanted("disk03.qcow2") && !wanted("usr") && !wanted("disk01.raw"));
+        let w = |p: &str| wanted(&p.split('/').map(String::from).collect::<Vec<_>>());
+        assert!(w("kernel.args") && w("disk03.qcow2") && !w("usr") && !w("disk01.raw"));
+        assert!(w("vagrant.key") && w("scripts/version") && w("scripts/manifests/a.yaml") && !w("scripts") && !w("usr/scripts/x"));
     }
 
     #[test]

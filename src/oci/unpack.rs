@@ -1,7 +1,8 @@
-//! Applying a container image's tar layers in order, extracting only the root-level files a
+//! Applying a container image's tar layers in order, extracting only the regular files a
 //! caller wants (streamed into a staging directory, hashed on the way), with whiteouts of
-//! later layers deleting files of earlier ones. Nothing else is written: no links, no
-//! directories, no other paths, so an entry can never land outside the staging directory.
+//! later layers deleting files of earlier ones. Nothing else is written: no links, no other
+//! paths, and only the directories leading to a wanted file (made by kvci, never taken from
+//! the layer), so an entry can never land outside the staging directory.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -16,7 +17,7 @@ use super::tarsafe::{check_link, components, whiteout};
 /// The files extracted so far (name → sha256 of their contents), in a staging directory.
 pub struct Unpacker {
     dir: PathBuf,
-    wanted: fn(&str) -> bool,
+    wanted: fn(&[String]) -> bool,
     /// Skip links that are absolute or leave the root when the caller does not need them
     /// (instead of refusing the layer).
     pub skip_unsafe_links: bool,
@@ -24,8 +25,9 @@ pub struct Unpacker {
 }
 
 impl Unpacker {
-    /// Extracts root-level files for which `wanted` says yes into `dir`.
-    pub fn new(dir: &Path, wanted: fn(&str) -> bool) -> Unpacker {
+    /// Extracts the files whose path components `wanted` says yes to into `dir` (files are
+    /// named by their path relative to the image root, `/`-separated).
+    pub fn new(dir: &Path, wanted: fn(&[String]) -> bool) -> Unpacker {
         Unpacker { dir: dir.to_path_buf(), wanted, skip_unsafe_links: false, files: BTreeMap::new() }
     }
 
@@ -52,7 +54,7 @@ impl Unpacker {
             }
             let raw = entry.path_bytes().into_owned();
             let path = components(&raw).with_context(|| format!("{what} is refused"))?;
-            let needed = matches!(path.as_slice(), [name] if (self.wanted)(name));
+            let needed = !path.is_empty() && (self.wanted)(&path);
             if kind.is_symlink() || kind.is_hard_link() {
                 let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
                 if let Err(e) = check_link(&path, &target, kind.is_hard_link()) {
@@ -64,7 +66,7 @@ impl Unpacker {
                     }
                 }
                 if needed {
-                    bail!("{what}: /{} is a link; kvci needs a regular file there", path[0]);
+                    bail!("{what}: /{} is a link; kvci needs a regular file there", path.join("/"));
                 }
                 continue;
             }
@@ -75,11 +77,17 @@ impl Unpacker {
             if !needed {
                 continue; // the tar reader skips its data
             }
-            let name = path[0].clone();
+            let name = path.join("/");
+            if kind.is_dir() {
+                continue; // made when a file below it is written
+            }
             if !(kind.is_file() || kind == tar::EntryType::GNUSparse) {
                 bail!("{what}: /{name} is a {kind:?} entry; kvci needs a regular file there");
             }
             let dest = self.dir.join(&name);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            }
             let file = File::create(&dest).with_context(|| format!("creating {}", dest.display()))?;
             let mut out = HashingWriter::new(file);
             pump(&mut entry, &mut out).with_context(|| format!("{what}: extracting /{name}"))?;
@@ -91,7 +99,10 @@ impl Unpacker {
         let hidden: Vec<String> = self
             .files
             .keys()
-            .filter(|n| !written.contains(*n) && whiteouts.iter().any(|w| w.hides(std::slice::from_ref(*n))))
+            .filter(|n| {
+                let parts: Vec<String> = n.split('/').map(String::from).collect();
+                !written.contains(*n) && whiteouts.iter().any(|w| w.hides(&parts))
+            })
             .cloned()
             .collect();
         for name in hidden {
