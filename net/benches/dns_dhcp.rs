@@ -454,6 +454,7 @@ impl KvciDns {
                     zone: ClusterZone {
                         cluster: CLUSTER.into(),
                         hosts: hosts(),
+                        hosts6: vec![],
                     },
                     upstreams: vec![],
                 };

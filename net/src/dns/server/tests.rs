@@ -36,6 +36,11 @@ fn zone() -> ClusterZone {
             ("registry".into(), Ipv4Addr::new(192, 168, 66, 2)),
             ("nfs".into(), Ipv4Addr::new(192, 168, 66, 2)),
         ],
+        hosts6: vec![
+            ("node01".into(), "fd00::101".parse().unwrap()),
+            ("registry".into(), "fd00::1".parse().unwrap()),
+            ("nfs".into(), "fd00::1".parse().unwrap()),
+        ],
     }
 }
 
@@ -200,7 +205,7 @@ async fn unknown_name_in_cluster_is_nxdomain_not_forwarded() {
     assert_eq!(reply.response_code(), ResponseCode::NXDomain);
     assert!(reply.authoritative());
     // A known name without an AAAA record exists: NOERROR with no answers.
-    let reply = ask_udp(dns.udp, "node01.", RecordType::AAAA).await;
+    let reply = ask_udp(dns.udp, "node02.", RecordType::AAAA).await;
     assert_eq!(reply.response_code(), ResponseCode::NoError);
     assert!(reply.answers().is_empty());
     upstream_task.abort();
