@@ -111,7 +111,7 @@ impl ClusterNetwork {
         }));
         let inside = egress::Inside { ns: ns.clone(), subnet: topo.subnet, domain: topo.cluster.clone(), hosts: zone(&topo).hosts };
         tasks.push(tokio::spawn(egress::serve(proxy, Some(inside), stop_rx.clone())));
-        let dns_config = DnsConfig { zone: zone(&topo), upstreams: config.dns_upstreams.clone() };
+        let dns_config = DnsConfig { zone: zone(&topo), upstreams: config.dns_upstreams.clone(), fast_path: true };
         tasks.push(tokio::spawn(async move {
             if let Err(e) = dns::serve(dns_udp, dns_tcp, dns_config, stop_rx).await {
                 tracing::error!(error = %e, "DNS server stopped");
