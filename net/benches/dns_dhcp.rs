@@ -5,10 +5,13 @@
 //! it returns at once. dnsmasq comes from Debian's `dnsmasq-base`; without it the DNS comparison
 //! is skipped with a hint, kvci's own figures are still printed.
 //!
-//! DNS: the same cluster names (`node01.kvci` … `registry`) are served by kvci's `dns::serve`
-//! (hickory, on a tokio runtime of its own) and by a dnsmasq child with `--address=/name/ip`.
-//! The load is [`DNS_CLIENTS`] UDP sockets on OS threads, each keeping [`DNS_WINDOW`] A queries
-//! (RD set) outstanding; only answers carrying the expected address count.
+//! DNS: the same cluster names (`node01.kvci` … `registry`, A and AAAA) are served by kvci's
+//! `dns::serve` (on a tokio runtime of its own: current-thread as kvci's supervisor runs it,
+//! once with the fast path and once with hickory alone, as before the fast path; and
+//! multi-thread) and by a dnsmasq child with `--address=/name/ip`. The load is [`DNS_CLIENTS`]
+//! UDP sockets on OS threads, each keeping [`DNS_WINDOW`] queries (RD set) outstanding; only
+//! answers carrying the expected address count. The fast path's in-process cost per answer is
+//! printed first.
 //!
 //! DHCP: `DhcpServer::handle` timed call by call in process; then over UDP on loopback a plain
 //! echo (the floor) and the bench's own recv → handle → send loop. `dhcp::serve` itself cannot
@@ -16,7 +19,7 @@
 //! would leave loopback (and port 68 belongs to the host's DHCP client).
 
 use std::io::{self, Read};
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,7 +29,9 @@ use std::time::{Duration, Instant};
 
 use dhcproto::v4::{DhcpOption, Encodable, Flags, Message, MessageType, OptionCode};
 use kvci_net::dhcp::{DhcpConfig, DhcpServer, Outcome, StaticLease, INFINITE};
+use kvci_net::dns::fast::FastAnswers;
 use kvci_net::dns::{serve, ClusterZone, DnsConfig};
+use kvci_net::topology::{node_ip6, BRIDGE_IP6};
 use tokio::sync::watch;
 
 /// Concurrent UDP client sockets, one OS thread each.
@@ -37,10 +42,10 @@ const DNS_WINDOW: usize = 8;
 const DNS_WARMUP: Duration = Duration::from_millis(300);
 /// Measured load per server, in total over the rounds.
 const DNS_MEASURE: Duration = Duration::from_secs(3);
-/// Measured load for the extra single-worker kvci server, in total over the rounds.
+/// Measured load for the extra multi-thread kvci server, in total over the rounds.
 const DNS_MEASURE_SHORT: Duration = Duration::from_secs(2);
 /// The servers are measured in turn, this many times each.
-const DNS_ROUNDS: u32 = 2;
+const DNS_ROUNDS: u32 = 3;
 /// A client with nothing back for this long refills its window (lost datagrams).
 const DNS_RECV_TIMEOUT: Duration = Duration::from_millis(100);
 /// Timed DHCP exchanges per kind.
@@ -66,89 +71,99 @@ fn main() {
 // ---------------------------------------------------------------------------------------------
 // DNS
 
-/// The cluster's hosts, as kvci's network names them.
-fn hosts() -> Vec<(String, Ipv4Addr)> {
+/// The cluster's hosts, as kvci's network names them, with both addresses (dual stack).
+fn hosts() -> Vec<(String, Ipv4Addr, Ipv6Addr)> {
     let mut hosts: Vec<_> = (1..=3)
-        .map(|i| (format!("node{i:02}"), kvci_net::dhcp::node_ip(SUBNET, i)))
+        .map(|i| {
+            (
+                format!("node{i:02}"),
+                kvci_net::dhcp::node_ip(SUBNET, i),
+                node_ip6(i),
+            )
+        })
         .collect();
-    hosts.push(("registry".into(), REGISTRY));
+    hosts.push(("registry".into(), REGISTRY, BRIDGE_IP6));
     hosts
 }
 
-/// The names asked for, with the address each must resolve to: every host under the cluster
-/// domain, plus two bare names (what clients without a search list send).
-fn questions() -> Vec<(String, Ipv4Addr)> {
-    let mut names: Vec<_> = hosts()
+fn zone() -> ClusterZone {
+    ClusterZone {
+        cluster: CLUSTER.into(),
+        hosts: hosts().into_iter().map(|(h, ip, _)| (h, ip)).collect(),
+        hosts6: hosts().into_iter().map(|(h, _, ip6)| (h, ip6)).collect(),
+    }
+}
+
+/// The names asked for, A and AAAA each, with the address each answer must carry: every host
+/// under the cluster domain, plus two bare names (what clients without a search list send).
+fn questions() -> Vec<(String, IpAddr)> {
+    let full = hosts()
         .into_iter()
-        .map(|(h, ip)| (format!("{h}.{CLUSTER}"), ip))
-        .collect();
-    names.extend(
-        hosts()
-            .into_iter()
-            .filter(|(h, _)| h == "node01" || h == "registry"),
-    );
-    names
+        .map(|(h, ip, ip6)| (format!("{h}.{CLUSTER}"), ip, ip6));
+    let bare = hosts()
+        .into_iter()
+        .filter(|(h, ..)| h == "node01" || h == "registry");
+    full.chain(bare)
+        .flat_map(|(name, ip, ip6)| [(name.clone(), IpAddr::V4(ip)), (name, IpAddr::V6(ip6))])
+        .collect()
+}
+
+/// One server under load: label, address, measured time in total.
+struct Target {
+    label: String,
+    addr: SocketAddr,
+    total: Duration,
 }
 
 fn dns() {
     let questions = Arc::new(Queries::new(&questions()));
+    fast_path_in_process(&questions);
 
     // Every server is started first and idles while another is measured; the measurements
     // then alternate over DNS_ROUNDS rounds, so drift in the machine's load (other processes,
-    // CPU frequency) falls on all of them alike.
-    let kvci = KvciDns::start(Workers::Multi);
-    // dnsmasq answers on one thread; kvci's server on one worker is the per-core comparison.
-    let single = KvciDns::start(Workers::One);
-    let dnsmasq = match find_dnsmasq() {
-        Some(path) => match Dnsmasq::start(&path, &questions) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                println!(
-                    "dns: dnsmasq at {} did not start, comparison skipped: {e}",
-                    path.display()
-                );
-                None
-            }
+    // CPU frequency) falls on all of them alike. One thread each is the per-core comparison
+    // with dnsmasq, and how kvci's supervisor runs the server; hickory alone is kvci before the
+    // fast path, measured in the same run.
+    let fast = KvciDns::start(Workers::One, true);
+    let hickory = KvciDns::start(Workers::One, false);
+    let multi = KvciDns::start(Workers::Multi, true);
+    let dnsmasq = start_dnsmasq(&questions);
+
+    let mut targets = vec![
+        Target {
+            label: "kvci fast path (current-thread runtime)".into(),
+            addr: fast.addr,
+            total: DNS_MEASURE,
         },
-        None => {
-            println!(
-                "dns: dnsmasq not found on PATH (nor in /usr/sbin, /sbin); comparison skipped."
-            );
-            println!(
-                "dns: install it with `apt-get install -y dnsmasq-base` (Debian/Ubuntu, as root)"
-            );
-            None
-        }
-    };
-
-    let mut servers = vec![(
-        format!(
-            "kvci    (tokio multi-thread runtime, {} workers)",
-            kvci.workers
-        ),
-        kvci.addr,
-        DNS_MEASURE,
-    )];
+        Target {
+            label: "kvci hickory only, before (current-thread)".into(),
+            addr: hickory.addr,
+            total: DNS_MEASURE,
+        },
+    ];
     if let Some(d) = &dnsmasq {
-        servers.push((
-            format!("dnsmasq ({}, single-threaded)", d.version),
-            d.addr,
-            DNS_MEASURE,
-        ));
+        targets.push(Target {
+            label: format!("dnsmasq ({}, single-threaded)", d.version),
+            addr: d.addr,
+            total: DNS_MEASURE,
+        });
     }
-    servers.push((
-        "kvci-1w (tokio current-thread runtime)".to_owned(),
-        single.addr,
-        DNS_MEASURE_SHORT,
-    ));
+    targets.push(Target {
+        label: format!(
+            "kvci fast path (multi-thread runtime, {} workers)",
+            multi.workers
+        ),
+        addr: multi.addr,
+        total: DNS_MEASURE_SHORT,
+    });
 
-    let mut runs = vec![Vec::new(); servers.len()];
+    let mut runs = vec![Vec::new(); targets.len()];
     for _ in 0..DNS_ROUNDS {
-        for ((_, addr, total), runs) in servers.iter().zip(&mut runs) {
-            runs.push(measure(*addr, &questions, *total / DNS_ROUNDS));
+        for (target, runs) in targets.iter().zip(&mut runs) {
+            runs.push(measure(target.addr, &questions, target.total / DNS_ROUNDS));
         }
     }
-    drop((kvci, single, dnsmasq));
+    drop((fast, hickory, multi, dnsmasq));
 
     let totals: Vec<Run> = runs
         .iter()
@@ -160,36 +175,81 @@ fn dns() {
             total
         })
         .collect();
-    for ((label, _, _), (total, rounds)) in servers.iter().zip(totals.iter().zip(&runs)) {
+    for (target, (total, rounds)) in targets.iter().zip(totals.iter().zip(&runs)) {
         let per_round: Vec<String> = rounds.iter().map(|r| format!("{:.0}", r.qps())).collect();
         println!(
-            "dns: {label}: {total}; rounds {} q/s",
+            "dns: {}: {total}; rounds {} q/s",
+            target.label,
             per_round.join(" / ")
         );
     }
 
-    let kvci_run = totals[0];
-    let single_run = totals[totals.len() - 1];
-    if totals.len() == 3 {
-        let d = totals[1];
+    let (after, before, multi) = (
+        totals[0].qps(),
+        totals[1].qps(),
+        totals[totals.len() - 1].qps(),
+    );
+    println!(
+        "dns: one thread, A+AAAA: kvci before (hickory only) {before:.0} q/s | kvci after (fast path) \
+         {after:.0} q/s (x{:.2})",
+        after / before
+    );
+    if totals.len() == 4 {
+        let d = totals[2].qps();
         println!(
-            "dns: kvci {:.0} q/s, dnsmasq {:.0} q/s, ratio {:.2}",
-            kvci_run.qps(),
-            d.qps(),
-            kvci_run.qps() / d.qps()
+            "dns: one thread: dnsmasq {d:.0} q/s; kvci/dnsmasq before {:.2}, after {:.2}",
+            before / d,
+            after / d
         );
         println!(
-            "dns: kvci on 1 worker {:.0} q/s, dnsmasq {:.0} q/s, ratio {:.2}",
-            single_run.qps(),
-            d.qps(),
-            single_run.qps() / d.qps()
+            "dns: kvci multi-thread {multi:.0} q/s, ratio to dnsmasq {:.2}",
+            multi / d
         );
     } else {
-        println!(
-            "dns: kvci {:.0} q/s, kvci on 1 worker {:.0} q/s, dnsmasq skipped",
-            kvci_run.qps(),
-            single_run.qps()
-        );
+        println!("dns: kvci multi-thread {multi:.0} q/s; dnsmasq skipped");
+    }
+}
+
+/// `FastAnswers::answer` alone, in process: what the fast path costs per query besides the
+/// socket calls.
+fn fast_path_in_process(questions: &Queries) {
+    let fast = FastAnswers::new(&zone().zones().expect("zones")).expect("fast path table");
+    let (mut query, mut out) = (Vec::new(), Vec::new());
+    const N: u16 = 50_000;
+    let started = Instant::now();
+    for round in 0..20 {
+        for id in 0..N {
+            questions.write(id.wrapping_add(round), &mut query);
+            assert!(fast.answer(std::hint::black_box(&query), &mut out));
+            std::hint::black_box(&out);
+        }
+    }
+    let per = started.elapsed().as_secs_f64() * 1e9 / (20.0 * f64::from(N));
+    assert!(
+        questions.is_correct(&out),
+        "fast answer carries the expected address"
+    );
+    println!(
+        "dns: fast path answer() in process: {per:.0} ns per query (N={})",
+        20 * u32::from(N)
+    );
+}
+
+fn start_dnsmasq(questions: &Queries) -> Option<Dnsmasq> {
+    let Some(path) = find_dnsmasq() else {
+        println!("dns: dnsmasq not found on PATH (nor in /usr/sbin, /sbin); comparison skipped.");
+        println!("dns: install it with `apt-get install -y dnsmasq-base` (Debian/Ubuntu, as root)");
+        return None;
+    };
+    match Dnsmasq::start(&path, questions) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            println!(
+                "dns: dnsmasq at {} did not start, comparison skipped: {e}",
+                path.display()
+            );
+            None
+        }
     }
 }
 
@@ -198,14 +258,14 @@ fn dns() {
 struct Queries {
     /// Wire queries with ID 0, recursion desired.
     wire: Vec<Vec<u8>>,
-    expected: Vec<Ipv4Addr>,
+    expected: Vec<IpAddr>,
 }
 
 impl Queries {
-    fn new(names: &[(String, Ipv4Addr)]) -> Queries {
+    fn new(names: &[(String, IpAddr)]) -> Queries {
         let wire = names
             .iter()
-            .map(|(name, _)| {
+            .map(|(name, ip)| {
                 // ID 0, flags: RD; one question, no other records.
                 let mut q = vec![0, 0, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
                 for label in name.split('.') {
@@ -213,7 +273,8 @@ impl Queries {
                     q.extend_from_slice(label.as_bytes());
                 }
                 q.push(0);
-                q.extend_from_slice(&[0, 1, 0, 1]); // A, IN
+                let kind = rtype(ip);
+                q.extend_from_slice(&[0, kind, 0, 1]); // A or AAAA, IN
                 q
             })
             .collect();
@@ -229,8 +290,8 @@ impl Queries {
         buf[..2].copy_from_slice(&id.to_be_bytes());
     }
 
-    /// Whether `resp` is a NOERROR response to its question with an A record of the expected
-    /// address in the answer section.
+    /// Whether `resp` is a NOERROR response to its question with an A or AAAA record of the
+    /// expected address in the answer section.
     fn is_correct(&self, resp: &[u8]) -> bool {
         let Some(header) = resp.get(..12) else {
             return false;
@@ -251,7 +312,11 @@ impl Queries {
         {
             return false;
         }
-        let want = self.expected[i].octets();
+        let want_type = u16::from(rtype(&self.expected[i]));
+        let want = match self.expected[i] {
+            IpAddr::V4(ip) => ip.octets().to_vec(),
+            IpAddr::V6(ip) => ip.octets().to_vec(),
+        };
         let mut pos = 12 + question.len();
         for _ in 0..ancount {
             let Some(after_name) = skip_name(resp, pos) else {
@@ -267,12 +332,21 @@ impl Queries {
             let Some(rdata) = resp.get(rdata_at..rdata_at + rdlen) else {
                 return false;
             };
-            if rtype == 1 && class == 1 && rdata == want {
+            if rtype == want_type && class == 1 && rdata == want {
                 return true;
             }
             pos = rdata_at + rdlen;
         }
         false
+    }
+}
+
+/// The query type asking for `ip`'s kind of address: A (1) or AAAA (28).
+fn rtype(ip: &IpAddr) -> u8 {
+    if ip.is_ipv4() {
+        1
+    } else {
+        28
     }
 }
 
@@ -423,7 +497,7 @@ struct KvciDns {
 }
 
 impl KvciDns {
-    fn start(workers: Workers) -> KvciDns {
+    fn start(workers: Workers, fast_path: bool) -> KvciDns {
         let runtime = match workers {
             Workers::Multi => tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -439,29 +513,36 @@ impl KvciDns {
         };
         let (stop, stop_rx) = watch::channel(false);
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let thread = thread::spawn(move || {
-            runtime.block_on(async move {
-                let udp = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-                    .await
-                    .expect("DNS UDP socket");
-                let tcp = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                    .await
-                    .expect("DNS TCP socket");
-                addr_tx
-                    .send(udp.local_addr().expect("local addr"))
-                    .expect("address to main");
-                let config = DnsConfig {
-                    zone: ClusterZone {
-                        cluster: CLUSTER.into(),
-                        hosts: hosts(),
-                    },
-                    upstreams: vec![],
-                };
-                serve(udp, tcp, config, stop_rx)
-                    .await
-                    .expect("kvci DNS server");
-            });
-        });
+        // Named, so a profiler can tell the servers' threads apart.
+        let name = match (workers, fast_path) {
+            (Workers::Multi, _) => "kvci-dns-mt",
+            (Workers::One, true) => "kvci-dns-fast",
+            (Workers::One, false) => "kvci-dns-hickory",
+        };
+        let thread = thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let udp = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+                        .await
+                        .expect("DNS UDP socket");
+                    let tcp = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                        .await
+                        .expect("DNS TCP socket");
+                    addr_tx
+                        .send(udp.local_addr().expect("local addr"))
+                        .expect("address to main");
+                    let config = DnsConfig {
+                        zone: zone(),
+                        upstreams: vec![],
+                        fast_path,
+                    };
+                    serve(udp, tcp, config, stop_rx)
+                        .await
+                        .expect("kvci DNS server");
+                });
+            })
+            .expect("kvci DNS thread");
         let addr = addr_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("kvci DNS server started");
@@ -528,9 +609,11 @@ impl Dnsmasq {
             "--pid-file=",
         ])
         .arg(format!("--port={port}"));
-        for (host, ip) in hosts() {
-            cmd.arg(format!("--address=/{host}.{CLUSTER}/{ip}"));
-            cmd.arg(format!("--address=/{host}/{ip}"));
+        for (host, ip, ip6) in hosts() {
+            for ip in [IpAddr::V4(ip), IpAddr::V6(ip6)] {
+                cmd.arg(format!("--address=/{host}.{CLUSTER}/{ip}"));
+                cmd.arg(format!("--address=/{host}/{ip}"));
+            }
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -3,7 +3,7 @@
 //! sockets bound inside. Dropping it (or the process dying) releases the namespace and
 //! everything in it.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
@@ -163,7 +163,7 @@ impl ClusterNetwork {
                 }
             }));
         }
-        let dns_config = DnsConfig { zone: zone(&topo), upstreams: config.dns_upstreams.clone() };
+        let dns_config = DnsConfig { zone: zone(&topo), upstreams: config.dns_upstreams.clone(), fast_path: true };
         for (udp, tcp) in dns_sockets {
             let udp = tokio::net::UdpSocket::from_std(udp).map_err(bind("DNS"))?;
             let tcp = tokio::net::TcpListener::from_std(tcp).map_err(bind("DNS"))?;
@@ -226,10 +226,44 @@ fn dhcp_config(topo: &Topology, mtu: u16) -> DhcpConfig {
     }
 }
 
+/// Nodes get the addresses of the cluster's stack. The bridge's names keep their A record in
+/// every stack (the bridge always has its IPv4 address, and the egress proxy resolves them
+/// through this list) and get AAAA `fd00::1` when nodes have IPv6.
 fn zone(topo: &Topology) -> ClusterZone {
-    let mut hosts: Vec<(String, Ipv4Addr)> = topo.nodes.iter().map(|n| (n.hostname.clone(), n.ip)).collect();
+    let mut hosts: Vec<(String, Ipv4Addr)> = topo.nodes.iter().filter(|_| topo.stack.v4()).map(|n| (n.hostname.clone(), n.ip)).collect();
+    let mut hosts6: Vec<(String, Ipv6Addr)> = topo.nodes.iter().filter(|_| topo.stack.v6()).map(|n| (n.hostname.clone(), n.ip6)).collect();
+    // The bridge's names follow the stack too: an IPv6-only node must not try IPv4 first.
     for name in ["registry", "nfs", "ceph"] {
-        hosts.push((name.to_string(), topo.bridge_ip));
+        if topo.stack.v4() {
+            hosts.push((name.to_string(), topo.bridge_ip));
+        }
+        if topo.stack.v6() {
+            hosts6.push((name.to_string(), BRIDGE_IP6));
+        }
     }
-    ClusterZone { cluster: topo.cluster.clone(), hosts }
+    ClusterZone { cluster: topo.cluster.clone(), hosts, hosts6 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::{Stack, Subnet, DEFAULT_SUBNET};
+
+    fn names(hosts: &[(String, impl std::fmt::Display)]) -> Vec<String> {
+        hosts.iter().map(|(n, ip)| format!("{n} {ip}")).collect()
+    }
+
+    #[test]
+    fn zone_follows_the_stack() {
+        let subnet = Subnet::parse(DEFAULT_SUBNET).unwrap();
+        let dual = zone(&Topology::with_stack("kvci", subnet, 2, Stack::Dual));
+        assert_eq!(names(&dual.hosts), ["node01 192.168.66.101", "node02 192.168.66.102", "registry 192.168.66.2", "nfs 192.168.66.2", "ceph 192.168.66.2"]);
+        assert_eq!(names(&dual.hosts6), ["node01 fd00::101", "node02 fd00::102", "registry fd00::1", "nfs fd00::1", "ceph fd00::1"]);
+        let only4 = zone(&Topology::with_stack("kvci", subnet, 2, Stack::Ipv4));
+        assert_eq!(only4.hosts, dual.hosts);
+        assert!(only4.hosts6.is_empty());
+        let only6 = zone(&Topology::with_stack("kvci", subnet, 2, Stack::Ipv6));
+        assert!(only6.hosts.is_empty(), "no A record in an IPv6-only cluster");
+        assert_eq!(only6.hosts6, dual.hosts6);
+    }
 }

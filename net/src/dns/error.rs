@@ -27,6 +27,9 @@ pub enum DnsError {
     /// A socket task of the server failed.
     #[error("DNS server failed")]
     Serve(#[source] ProtoError),
+    /// The UDP socket failed beyond recovery.
+    #[error("DNS server's UDP socket failed")]
+    Udp(#[source] std::io::Error),
     /// All socket tasks ended although no stop was asked for.
     #[error("DNS server stopped on its own")]
     Exited,

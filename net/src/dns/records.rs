@@ -2,23 +2,25 @@
 //!
 //! Zone layout (hickory's `Catalog` picks the zone whose origin is the longest suffix of the
 //! query name, so each name needs a zone above it):
-//! - `<cluster>.` holds `node01.<cluster>.`, `registry.<cluster>.`, … — what a stub resolver
-//!   with `search <cluster>` asks for a bare `node01`.
+//! - `<cluster>.` holds `node01.<cluster>.`, `registry.<cluster>.`, … (A and AAAA) — what a
+//!   stub resolver with `search <cluster>` asks for a bare `node01`.
 //! - one tiny zone per host name, `node01.`, `registry.`, … holding only its apex record — what
 //!   busybox nslookup and other clients without a search list send. A zone per name (instead of
 //!   one root zone) keeps the root free for the forwarder, so every other single-label name
 //!   is still forwarded rather than answered NXDOMAIN here.
 //! - one reverse zone per /24 the addresses live in (`66.168.192.in-addr.arpa.`): the cluster
 //!   owns its subnet, so reverse lookups of unassigned addresses get an authoritative NXDOMAIN
-//!   instead of leaking private addresses to the upstream resolvers.
+//!   instead of leaking private addresses to the upstream resolvers. For IPv6 likewise one zone
+//!   per /64 (`0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.` for `fd00::/64`).
 //!
 //! Names are lowercased when the zone is built; hickory compares names case-insensitively.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::fmt::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_server::authority::ZoneType;
-use hickory_server::proto::rr::rdata::{A, PTR, SOA};
+use hickory_server::proto::rr::rdata::{A, AAAA, PTR, SOA};
 use hickory_server::proto::rr::{Name, RData, Record};
 use hickory_server::store::in_memory::InMemoryAuthority;
 
@@ -39,9 +41,13 @@ const SERIAL: u32 = 1;
 pub struct ClusterZone {
     /// The cluster's name, which is also its DNS domain, e.g. `"kvci"`.
     pub cluster: String,
-    /// Single-label host names and their addresses, e.g. `("node01", 192.168.66.101)`,
-    /// `("registry", 192.168.66.2)`. An address listed twice points back to its first name.
+    /// Single-label host names and their IPv4 addresses (A records), e.g.
+    /// `("node01", 192.168.66.101)`, `("registry", 192.168.66.2)`. An address listed twice points
+    /// back to its first name.
     pub hosts: Vec<(String, Ipv4Addr)>,
+    /// The same for IPv6 (AAAA records), e.g. `("node01", fd00::101)`. A name may be in both
+    /// lists or in one: an IPv6-only node has no A record, an IPv4-only one no AAAA.
+    pub hosts6: Vec<(String, Ipv6Addr)>,
 }
 
 /// One zone's records, before hickory's SOA is added.
@@ -49,7 +55,7 @@ pub struct ClusterZone {
 pub struct Zone {
     /// The zone's origin, e.g. `kvci.` or `66.168.192.in-addr.arpa.`.
     pub origin: Name,
-    /// A and PTR records inside the zone.
+    /// A, AAAA and PTR records inside the zone.
     pub records: Vec<Record>,
 }
 
@@ -71,24 +77,28 @@ impl ClusterZone {
         let domain = self.domain()?;
         let mut zones: BTreeMap<Name, Vec<Record>> = BTreeMap::new();
         // First name per address, for PTR: several names may share the bridge address.
-        let mut reverse: BTreeMap<Ipv4Addr, Name> = BTreeMap::new();
+        let mut reverse: BTreeMap<IpAddr, Name> = BTreeMap::new();
 
-        for (host, addr) in &self.hosts {
+        let v4 = self.hosts.iter().map(|(h, a)| (h, IpAddr::V4(*a)));
+        let v6 = self.hosts6.iter().map(|(h, a)| (h, IpAddr::V6(*a)));
+        for (host, addr) in v4.chain(v6) {
             let label = host.strip_suffix('.').unwrap_or(host);
             check_label(host, label)?;
             let bare = fqdn(host, label)?;
             let full = append(host, &bare, &domain)?;
-            let a = |name: &Name| Record::from_rdata(name.clone(), RECORD_TTL, RData::A(A(*addr)));
-            zones.entry(domain.clone()).or_default().push(a(&full));
+            let rdata = match addr {
+                IpAddr::V4(ip) => RData::A(A(ip)),
+                IpAddr::V6(ip) => RData::AAAA(AAAA(ip)),
+            };
+            let record = |name: &Name| Record::from_rdata(name.clone(), RECORD_TTL, rdata.clone());
+            zones.entry(domain.clone()).or_default().push(record(&full));
             // A host named like the cluster lands at the cluster zone's apex via the same entry.
-            zones.entry(bare.clone()).or_default().push(a(&bare));
-            reverse.entry(*addr).or_insert(full);
+            zones.entry(bare.clone()).or_default().push(record(&bare));
+            reverse.entry(addr).or_insert(full);
         }
 
         for (addr, target) in reverse {
-            let [a, b, c, d] = addr.octets();
-            let origin = fqdn_unchecked(&format!("{c}.{b}.{a}.in-addr.arpa"))?;
-            let owner = fqdn_unchecked(&format!("{d}.{c}.{b}.{a}.in-addr.arpa"))?;
+            let (origin, owner) = reverse_names(addr)?;
             let ptr = Record::from_rdata(owner, RECORD_TTL, RData::PTR(PTR(target)));
             zones.entry(origin).or_default().push(ptr);
         }
@@ -130,6 +140,29 @@ impl ClusterZone {
                 Ok(authority)
             })
             .collect()
+    }
+}
+
+/// The reverse zone `addr` lies in (its /24 or /64) and its PTR owner name in that zone.
+fn reverse_names(addr: IpAddr) -> Result<(Name, Name), DnsError> {
+    match addr {
+        IpAddr::V4(ip) => {
+            let [a, b, c, d] = ip.octets();
+            let origin = fqdn_unchecked(&format!("{c}.{b}.{a}.in-addr.arpa"))?;
+            let owner = fqdn_unchecked(&format!("{d}.{c}.{b}.{a}.in-addr.arpa"))?;
+            Ok((origin, owner))
+        }
+        IpAddr::V6(ip) => {
+            // One label per nibble, least significant first (RFC 3596 section 2.5).
+            let mut nibbles = String::with_capacity(64);
+            for byte in ip.octets().iter().rev() {
+                let _ = write!(nibbles, "{:x}.{:x}.", byte & 0xf, byte >> 4);
+            }
+            let owner = fqdn_unchecked(&format!("{nibbles}ip6.arpa"))?;
+            // The /64's zone: drop the 16 nibble labels of the interface identifier.
+            let origin = fqdn_unchecked(&format!("{}ip6.arpa", &nibbles[32..]))?;
+            Ok((origin, owner))
+        }
     }
 }
 
@@ -178,116 +211,4 @@ fn invalid(name: &str, reason: &'static str) -> DnsError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn zone() -> ClusterZone {
-        ClusterZone {
-            cluster: "kvci".into(),
-            hosts: vec![
-                ("node01".into(), Ipv4Addr::new(192, 168, 66, 101)),
-                ("Node02".into(), Ipv4Addr::new(192, 168, 66, 102)),
-                ("registry".into(), Ipv4Addr::new(192, 168, 66, 2)),
-                ("nfs".into(), Ipv4Addr::new(192, 168, 66, 2)),
-            ],
-        }
-    }
-
-    fn rendered(zones: &[Zone]) -> Vec<String> {
-        zones
-            .iter()
-            .flat_map(|z| z.records.iter().map(move |r| format!("{} {r}", z.origin)))
-            .collect()
-    }
-
-    fn has(lines: &[String], origin: &str, owner: &str, data: &str) -> bool {
-        lines
-            .iter()
-            .any(|l| l.starts_with(&format!("{origin} {owner} ")) && l.ends_with(data))
-    }
-
-    #[test]
-    fn every_host_is_named_bare_and_under_the_cluster() {
-        let lines = rendered(&zone().zones().unwrap());
-        assert!(
-            has(&lines, "kvci.", "node01.kvci.", "192.168.66.101"),
-            "{lines:#?}"
-        );
-        assert!(
-            has(&lines, "node01.", "node01.", "192.168.66.101"),
-            "{lines:#?}"
-        );
-        assert!(
-            has(&lines, "node02.", "node02.", "192.168.66.102"),
-            "{lines:#?}"
-        );
-        assert!(
-            has(&lines, "kvci.", "nfs.kvci.", "192.168.66.2"),
-            "{lines:#?}"
-        );
-        assert!(
-            has(&lines, "registry.", "registry.", "192.168.66.2"),
-            "{lines:#?}"
-        );
-    }
-
-    #[test]
-    fn addresses_point_back_to_their_first_name() {
-        let lines = rendered(&zone().zones().unwrap());
-        let rev = "66.168.192.in-addr.arpa.";
-        assert!(has(
-            &lines,
-            rev,
-            "101.66.168.192.in-addr.arpa.",
-            "node01.kvci."
-        ));
-        assert!(has(
-            &lines,
-            rev,
-            "2.66.168.192.in-addr.arpa.",
-            "registry.kvci."
-        ));
-        assert!(!has(&lines, rev, "2.66.168.192.in-addr.arpa.", "nfs.kvci."));
-    }
-
-    #[test]
-    fn host_named_like_the_cluster_shares_its_zone() {
-        let mut z = zone();
-        z.hosts
-            .push(("KVCI".into(), Ipv4Addr::new(192, 168, 66, 9)));
-        let zones = z.zones().unwrap();
-        let origins: Vec<String> = zones.iter().map(|z| z.origin.to_string()).collect();
-        assert_eq!(origins.iter().filter(|o| *o == "kvci.").count(), 1);
-        assert_eq!(z.authorities().unwrap().len(), zones.len());
-    }
-
-    #[test]
-    fn authorities_are_built_for_every_zone() {
-        // kvci., node01., node02., registry., nfs., 66.168.192.in-addr.arpa.
-        assert_eq!(zone().authorities().unwrap().len(), 6);
-    }
-
-    #[test]
-    fn unusable_names_are_rejected() {
-        for bad in ["", "a.b", "sp ace", "x\\.y", &"n".repeat(64)] {
-            let mut z = zone();
-            z.hosts.push((bad.into(), Ipv4Addr::LOCALHOST));
-            assert!(
-                matches!(z.zones(), Err(DnsError::InvalidName { .. })),
-                "{bad:?}"
-            );
-        }
-        for bad in ["", ".", "a..b", "a b"] {
-            let z = ClusterZone {
-                cluster: bad.into(),
-                hosts: vec![],
-            };
-            assert!(z.domain().is_err(), "{bad:?}");
-        }
-        let dotted = ClusterZone {
-            cluster: "Lab.Example.".into(),
-            hosts: vec![],
-        };
-        assert_eq!(dotted.domain().unwrap().to_string(), "lab.example.");
-    }
-}
+mod tests;

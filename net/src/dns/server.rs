@@ -1,6 +1,7 @@
 //! Runs the cluster's DNS server: the cluster zones from [`super::records`] answered
 //! authoritatively, everything else forwarded to the host's resolvers, on UDP and TCP sockets
 //! the caller already bound (inside the cluster's namespace, on the bridge address, port 53).
+//! Over UDP the cluster's own A, AAAA and PTR records are answered by [`super::fast`] first.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -9,12 +10,15 @@ use std::time::Duration;
 use hickory_server::authority::{AuthorityObject, Catalog};
 use hickory_server::proto::rr::{LowerName, Name};
 use hickory_server::proto::xfer::Protocol;
+use hickory_server::proto::ProtoError;
 use hickory_server::resolver::config::{NameServerConfig, ResolveHosts, ResolverOpts};
 use hickory_server::store::forwarder::{ForwardAuthority, ForwardConfig};
 use hickory_server::ServerFuture;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
+use super::fast::FastAnswers;
+use super::udp::{self, SharedCatalog};
 use super::{ClusterZone, DnsError};
 
 /// A TCP client that sends nothing for this long is dropped, so idle connections cannot pile up.
@@ -32,6 +36,16 @@ pub struct DnsConfig {
     /// Resolvers for every other name, asked over UDP and, for long answers, TCP. Empty: other
     /// names are refused.
     pub upstreams: Vec<SocketAddr>,
+    /// Answer the cluster's own names over UDP from a pre-encoded table before hickory. Off only
+    /// to compare with hickory alone (the benchmark does).
+    pub fast_path: bool,
+}
+
+/// Why [`serve`]'s wait ended.
+enum Ended {
+    Stop,
+    Hickory(Result<(), ProtoError>),
+    Udp(DnsError),
 }
 
 /// Serves DNS on `udp` and `tcp` until `stop` turns true (or its sender is dropped: an owner
@@ -45,20 +59,38 @@ pub async fn serve(
     config: DnsConfig,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), DnsError> {
-    let catalog = build_catalog(&config)?;
-    let mut server = ServerFuture::new(catalog);
-    server.register_socket(udp);
+    let catalog = SharedCatalog(Arc::new(build_catalog(&config)?));
+    let mut server = ServerFuture::new(catalog.clone());
     server.register_listener(tcp, TCP_IDLE_TIMEOUT);
+    let fast_udp = if config.fast_path {
+        let fast = FastAnswers::new(&config.zone.zones()?)?;
+        tracing::debug!(answers = fast.len(), "DNS fast path ready");
+        Some(udp::serve(udp, fast, catalog))
+    } else {
+        server.register_socket(udp);
+        None
+    };
+    let fast_udp_failed = async {
+        match fast_udp {
+            Some(serving) => serving.await,
+            None => std::future::pending().await,
+        }
+    };
     tracing::debug!(cluster = %config.zone.cluster, upstreams = ?config.upstreams, "DNS server running");
 
     let ended = tokio::select! {
-        ended = server.block_until_done() => Some(ended),
-        () = stop_requested(&mut stop) => None,
+        ended = server.block_until_done() => Ended::Hickory(ended),
+        failed = fast_udp_failed => Ended::Udp(failed),
+        () = stop_requested(&mut stop) => Ended::Stop,
     };
     match ended {
-        Some(Err(e)) => Err(DnsError::Serve(e)),
-        Some(Ok(())) => Err(DnsError::Exited),
-        None => server.shutdown_gracefully().await.map_err(DnsError::Serve),
+        Ended::Hickory(Err(e)) => Err(DnsError::Serve(e)),
+        Ended::Hickory(Ok(())) => Err(DnsError::Exited),
+        Ended::Udp(e) => {
+            let _ = server.shutdown_gracefully().await;
+            Err(e)
+        }
+        Ended::Stop => server.shutdown_gracefully().await.map_err(DnsError::Serve),
     }
 }
 
@@ -127,5 +159,7 @@ pub fn upstreams_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
     upstreams
 }
 
+#[cfg(test)]
+mod fast_tests;
 #[cfg(test)]
 mod tests;

@@ -1,10 +1,10 @@
 //! End-to-end tests of the DNS server on 127.0.0.1: real sockets, hand-built DNS messages.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_server::proto::rr::rdata::A;
+use hickory_server::proto::rr::rdata::{A, AAAA};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -18,16 +18,17 @@ use super::*;
 const WAIT: Duration = Duration::from_secs(10);
 
 /// What the fake upstream answers for every A query.
-const UPSTREAM_ANSWER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+pub(super) const UPSTREAM_ANSWER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 
-struct Running {
-    udp: SocketAddr,
-    tcp: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Result<(), DnsError>>,
+pub(super) struct Running {
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub stop: watch::Sender<bool>,
+    pub task: JoinHandle<Result<(), DnsError>>,
 }
 
-fn zone() -> ClusterZone {
+/// node01 and the bridge names have IPv6 addresses, node02 has none.
+pub(super) fn zone() -> ClusterZone {
     ClusterZone {
         cluster: "kvci".into(),
         hosts: vec![
@@ -36,10 +37,20 @@ fn zone() -> ClusterZone {
             ("registry".into(), Ipv4Addr::new(192, 168, 66, 2)),
             ("nfs".into(), Ipv4Addr::new(192, 168, 66, 2)),
         ],
+        hosts6: vec![
+            ("node01".into(), "fd00::101".parse().unwrap()),
+            ("registry".into(), "fd00::1".parse().unwrap()),
+            ("nfs".into(), "fd00::1".parse().unwrap()),
+        ],
     }
 }
 
+/// The server as kvci runs it (fast path on).
 async fn start(upstreams: Vec<SocketAddr>) -> Running {
+    start_with(upstreams, true).await
+}
+
+pub(super) async fn start_with(upstreams: Vec<SocketAddr>, fast_path: bool) -> Running {
     let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (udp_addr, tcp_addr) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
@@ -47,6 +58,7 @@ async fn start(upstreams: Vec<SocketAddr>) -> Running {
     let config = DnsConfig {
         zone: zone(),
         upstreams,
+        fast_path,
     };
     let task = tokio::spawn(serve(udp, tcp, config, stop_rx));
     Running {
@@ -57,7 +69,7 @@ async fn start(upstreams: Vec<SocketAddr>) -> Running {
     }
 }
 
-fn query(id: u16, name: &str, rtype: RecordType) -> Message {
+pub(super) fn query(id: u16, name: &str, rtype: RecordType) -> Message {
     let mut msg = Message::new();
     msg.set_id(id)
         .set_message_type(MessageType::Query)
@@ -68,26 +80,28 @@ fn query(id: u16, name: &str, rtype: RecordType) -> Message {
 }
 
 /// Asks over UDP from a fresh socket and returns the reply with the same id.
-async fn ask_udp(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
+pub(super) async fn ask_udp(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
+    let bytes = query(0x4b56, name, rtype).to_vec().unwrap();
+    Message::from_vec(&send_udp(server, &bytes).await).unwrap()
+}
+
+/// Sends `query` over UDP from a fresh socket and returns the reply with the same id, raw.
+pub(super) async fn send_udp(server: SocketAddr, query: &[u8]) -> Vec<u8> {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let id = 0x4b56;
-    let bytes = query(id, name, rtype).to_vec().unwrap();
-    socket.send_to(&bytes, server).await.unwrap();
+    socket.send_to(query, server).await.unwrap();
     let mut buf = vec![0; 4096];
     loop {
         let (n, _) = timeout(WAIT, socket.recv_from(&mut buf))
             .await
             .expect("no DNS reply over UDP")
             .unwrap();
-        if let Ok(reply) = Message::from_vec(&buf[..n]) {
-            if reply.id() == id {
-                return reply;
-            }
+        if n >= 2 && buf[..2] == query[..2] {
+            return buf[..n].to_vec();
         }
     }
 }
 
-async fn ask_tcp(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
+pub(super) async fn ask_tcp(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
     let mut stream = TcpStream::connect(server).await.unwrap();
     let bytes = query(7, name, rtype).to_vec().unwrap();
     let len = u16::try_from(bytes.len()).unwrap();
@@ -104,7 +118,7 @@ async fn ask_tcp(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
     Message::from_vec(&body).unwrap()
 }
 
-fn addresses(reply: &Message) -> Vec<Ipv4Addr> {
+pub(super) fn addresses(reply: &Message) -> Vec<Ipv4Addr> {
     reply
         .answers()
         .iter()
@@ -115,8 +129,19 @@ fn addresses(reply: &Message) -> Vec<Ipv4Addr> {
         .collect()
 }
 
+pub(super) fn addresses6(reply: &Message) -> Vec<Ipv6Addr> {
+    reply
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::AAAA(AAAA(ip)) => Some(*ip),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A stand-in for the host's resolver: answers every A query with [`UPSTREAM_ANSWER`].
-async fn fake_upstream() -> (SocketAddr, JoinHandle<()>) {
+pub(super) async fn fake_upstream() -> (SocketAddr, JoinHandle<()>) {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -200,7 +225,7 @@ async fn unknown_name_in_cluster_is_nxdomain_not_forwarded() {
     assert_eq!(reply.response_code(), ResponseCode::NXDomain);
     assert!(reply.authoritative());
     // A known name without an AAAA record exists: NOERROR with no answers.
-    let reply = ask_udp(dns.udp, "node01.", RecordType::AAAA).await;
+    let reply = ask_udp(dns.udp, "node02.", RecordType::AAAA).await;
     assert_eq!(reply.response_code(), ResponseCode::NoError);
     assert!(reply.answers().is_empty());
     upstream_task.abort();
