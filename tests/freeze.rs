@@ -46,7 +46,7 @@ fn build(image: &str) {
 fn frozen_debian_cluster_resumes_with_its_files_ssh_and_a_correct_clock() {
     build("debian-12");
     let c = TestCluster::up("it-fz-deb", &["--image", "debian-12", "--nodes", "2"]);
-    let out = ssh("it-fz-deb", "node01", &["sh", "-c", "echo kept-across-freeze > /root/frozen.txt && sync"]);
+    let out = ssh("it-fz-deb", "node01", &["echo kept-across-freeze > /root/frozen.txt && sync"]);
     assert!(out.status.success(), "{}", stderr(&out));
     freeze("it-fz-deb", "it-fz-deb", false);
     assert!(!c.dir().exists(), "freeze without --keep-running takes the cluster down");
@@ -78,7 +78,7 @@ fn frozen_etcd_cluster_is_healthy_after_resume_without_restarting_etcd() {
 #[test]
 fn one_frozen_image_resumes_twice_in_a_row_and_twice_at_once() {
     let c = TestCluster::up("it-fz-tiny", &["--nodes", "2"]);
-    assert!(ssh("it-fz-tiny", "node01", &["sh", "-c", "echo 1 > /root/counter; sync"]).status.success());
+    assert!(ssh("it-fz-tiny", "node01", &["echo 1 > /root/counter; sync"]).status.success());
     freeze("it-fz-tiny", "it-fz-tiny", true);
     // --keep-running: the original goes on.
     assert_eq!(stdout(&ssh("it-fz-tiny", "node01", &["cat", "/root/counter"])), "1");
@@ -89,7 +89,7 @@ fn one_frozen_image_resumes_twice_in_a_row_and_twice_at_once() {
         // Each resume starts from the frozen disk, not from the previous run's changes.
         assert_eq!(stdout(&ssh("it-fz-row", "node01", &["cat", "/root/counter"])), "1", "round {round}");
         assert_clock_is_now("it-fz-row", "node02", "+%s");
-        assert!(ssh("it-fz-row", "node01", &["sh", "-c", "echo 2 > /root/counter"]).status.success());
+        assert!(ssh("it-fz-row", "node01", &["echo 2 > /root/counter"]).status.success());
         drop(r);
     }
     let a = TestCluster::up("it-fz-a", &["--image", "it-fz-tiny"]);

@@ -55,7 +55,7 @@ fn guests_lease_resolve_ping_and_answer_ssh_through_the_forward() {
     assert!(out.contains("search it-net"), "{out}");
 
     // node01 resolves and pings node02 by name.
-    let out = con.run("ping -c 1 -W 5 node02 && echo PING-$((1+1))", "PING-2", Duration::from_secs(60));
+    let out = con.run("ping -4 -c 1 -W 5 node02 && echo PING-$((1+1))", "PING-2", Duration::from_secs(60));
     assert!(out.contains("192.168.66.102"), "{out}");
     let out = con.run("nslookup node02.it-net 192.168.66.2; echo NS-$((2+2))", "NS-4", Duration::from_secs(30));
     assert!(out.contains("192.168.66.102"), "{out}");
@@ -73,7 +73,7 @@ fn guests_lease_resolve_ping_and_answer_ssh_through_the_forward() {
     assert!(ssh_banner(host_port(&status, "ssh-node02")).starts_with("SSH-"));
 
     // kvci's own ssh client: output and exit code of the remote command, on both nodes.
-    let out = common::run(&["vm", "ssh", "--name", "it-net", "node02", "--", "sh", "-c", "hostname; echo oops >&2; exit 7"]);
+    let out = common::run(&["vm", "ssh", "--name", "it-net", "node02", "--", "hostname; echo oops >&2; exit 7"]);
     assert_eq!(out.status.code(), Some(7), "{}", common::stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "node02\n");
     assert!(common::stderr(&out).contains("oops"));

@@ -31,7 +31,7 @@ fn kvci_at(data: &Path, args: &[&str]) -> Output {
 }
 
 fn on_node(cluster: &str, script: &str) -> String {
-    let out = ok(run(&["vm", "ssh", "--name", cluster, "node01", "--", "sh", "-c", script]));
+    let out = ok(run(&["vm", "ssh", "--name", cluster, "node01", "--", script]));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 

@@ -106,7 +106,7 @@ fn skopeo_push(layout: &Path, port: u16, dest: &str) {
 
 /// Runs a shell command on node01 over `kvci vm ssh`, returning its stdout.
 fn on_node(cluster: &str, script: &str) -> String {
-    let out = common::run(&["vm", "ssh", "--name", cluster, "node01", "--", "sh", "-c", script]);
+    let out = common::run(&["vm", "ssh", "--name", cluster, "node01", "--", script]);
     assert!(out.status.success(), "`{script}` failed on node01:\n{}", common::stderr(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -94,7 +94,7 @@ fn unprivileged_user_gets_the_same_cluster_and_the_host_is_untouched() {
     assert!(std::path::Path::new(&format!("{}/.local/share/kvci/clusters/rl-a", r.home)).is_dir(), "state is in the user's XDG dir");
 
     // node01 pings node02 by name.
-    let out = r.kvci(&["vm", "ssh", "--name", "rl-a", "node01", "--", "ping", "-c", "1", "-W", "5", "node02"]);
+    let out = r.kvci(&["vm", "ssh", "--name", "rl-a", "node01", "--", "ping -4 -c 1 -W 5 node02"]);
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("192.168.66.102"));
 

@@ -8,6 +8,7 @@ pub mod dhcp6;
 pub mod dns;
 pub mod egress;
 pub mod forward;
+pub mod leases;
 pub mod link;
 pub mod netns;
 pub mod network;

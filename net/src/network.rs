@@ -15,6 +15,7 @@ use crate::dhcp6::{self, Dhcp6Config, Dhcp6Server};
 use crate::dns::{self, ClusterZone, DnsConfig};
 use crate::ra::{self, RaConfig};
 use crate::egress::{self, Egress, EgressConfig, EgressError};
+use crate::leases::LeaseBook;
 use crate::link::{self, RtNetlink};
 use crate::netns::{NetNs, NetNsError};
 use crate::tap::{self, TapError};
@@ -65,6 +66,7 @@ pub struct ClusterNetwork {
     taps: Vec<Option<OwnedFd>>,
     topology: Topology,
     dhcp: Arc<Mutex<DhcpServer>>,
+    book: LeaseBook,
     egress: Egress,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -135,7 +137,8 @@ impl ClusterNetwork {
         let bind = |what| move |source| NetworkError::Bind { what, source };
         let dhcp_sock = tokio::net::UdpSocket::from_std(dhcp_sock).map_err(bind("DHCP"))?;
 
-        let dhcp = Arc::new(Mutex::new(DhcpServer::new(dhcp_config(&topo, config.mtu))));
+        let book = LeaseBook::new();
+        let dhcp = Arc::new(Mutex::new(DhcpServer::new(dhcp_config(&topo, config.mtu)).with_book(book.clone())));
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let (d, rx) = (dhcp.clone(), stop_rx.clone());
@@ -149,7 +152,7 @@ impl ClusterNetwork {
         }
         if let Some((dhcp6_sock, ra_sock)) = v6_sockets {
             let dhcp6_sock = tokio::net::UdpSocket::from_std(dhcp6_sock).map_err(bind("DHCPv6"))?;
-            let server = Arc::new(Mutex::new(Dhcp6Server::new(Dhcp6Config::for_topology(&topo))));
+            let server = Arc::new(Mutex::new(Dhcp6Server::new(Dhcp6Config::for_topology(&topo)).with_book(book.clone())));
             let rx = stop_rx.clone();
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = dhcp6::serve(dhcp6_sock, server, rx).await {
@@ -175,7 +178,7 @@ impl ClusterNetwork {
             }));
         }
         tracing::info!(subnet = %topo.subnet, nodes = topo.nodes.len(), egress_pid = ?egress.pid(), "cluster network up");
-        Ok(ClusterNetwork { ns, taps, topology: topo, dhcp, egress, stop, tasks })
+        Ok(ClusterNetwork { ns, taps, topology: topo, dhcp, book, egress, stop, tasks })
     }
 
     /// The namespace (for port forwards and probes into it).
@@ -196,6 +199,11 @@ impl ClusterNetwork {
     /// DHCP counters (malformed packets, leases given…).
     pub fn dhcp_stats(&self) -> dhcp::Stats {
         self.dhcp.lock().map(|d| *d.stats()).unwrap_or_default()
+    }
+
+    /// Which nodes took their leases (wait on it with `changed()`).
+    pub fn leases(&self) -> tokio::sync::watch::Receiver<crate::leases::Taken> {
+        self.book.watch()
     }
 
     /// The egress helper's pid.

@@ -42,7 +42,7 @@ pub struct NodePlan {
 }
 
 /// How kvci's guests learn which DHCP clients to run (`kvci.stack=` on the kernel command line).
-fn stack_word(stack: crate::config::IpStack) -> &'static str {
+pub fn stack_word(stack: crate::config::IpStack) -> &'static str {
     match stack {
         crate::config::IpStack::Dual => "dual",
         crate::config::IpStack::Ipv4 => "ipv4",

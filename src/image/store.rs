@@ -61,6 +61,34 @@ pub struct Manifest {
     /// Extra ports the image's provider exposes on node01 (name → guest port).
     #[serde(default)]
     pub ports: std::collections::BTreeMap<String, u16>,
+    /// How kvci reaches and readies a node of this image.
+    #[serde(default, skip_serializing_if = "Access::is_beacon")]
+    pub access: Access,
+}
+
+/// How kvci learns a node is ready and logs in.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Access {
+    /// Images kvci builds: the guest's beacon says ready, the cluster key comes in through
+    /// fw_cfg, kvci's guest agent applies resume fix-ups.
+    #[default]
+    Beacon,
+    /// kubevirtci's images: ready once the node took its leases and `user` logs in with the
+    /// image's own private key (`key`, a file in the layer); kvci then adds the cluster key to
+    /// root's authorized_keys (gocli's root-key step) and the image gets kubevirtci's devices.
+    Kubevirtci {
+        /// Login user (`cloud-user`; `vagrant` in images from before 2025-10).
+        user: String,
+        /// The private key's file name in the image's top layer.
+        key: String,
+    },
+}
+
+impl Access {
+    fn is_beacon(&self) -> bool {
+        *self == Access::Beacon
+    }
 }
 
 /// What a frozen cluster image holds beside its base.
@@ -122,6 +150,7 @@ impl Manifest {
             nodes: None,
             frozen: None,
             ports: Default::default(),
+            access: Access::Beacon,
         }
     }
 }
@@ -136,6 +165,9 @@ pub struct UpManifest {
     pub others: Option<String>,
     /// Run every node's hook at once.
     pub parallel: bool,
+    /// Script run on node01 once every other node's hook succeeded (file name in the layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
 }
 
 /// An image ready to boot.
@@ -316,12 +348,7 @@ impl Store {
         if !dir.exists() {
             // Each layer keeps its own manifest, so parent chains survive renames and `rm`.
             std::fs::write(staged.join("manifest.json"), serde_json::to_vec_pretty(&manifest)?)?;
-            for e in std::fs::read_dir(staged)? {
-                let p = e?.path();
-                // Private keys of frozen clusters stay readable by their owner only.
-                let mode = if p.extension().is_some_and(|x| x == "key") { 0o400 } else { 0o444 };
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
-            }
+            read_only(staged)?;
             std::fs::rename(staged, &dir).with_context(|| format!("moving {} into the store", staged.display()))?;
         }
         Ok(dir)
@@ -340,6 +367,23 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
+    }
+
+    /// `file` in `image`'s own layer, or else in the nearest layer below it that has it (a
+    /// frozen or derived image keeps using its base's login key and scripts).
+    pub fn layer_file(&self, image: &Image, file: &str) -> Option<PathBuf> {
+        let mut dir = image.dir.clone();
+        let mut parent = image.manifest.parent.clone();
+        for _ in 0..64 {
+            let path = dir.join(file);
+            if path.exists() {
+                return Some(path);
+            }
+            let id = parent?;
+            dir = self.layer_dir(&id);
+            parent = self.layer_manifest(&id).ok().flatten().and_then(|m| m.parent);
+        }
+        None
     }
 
     /// Points `manifest.name` (a valid [`ImageName`], stored with its tag) at its layer (which
@@ -410,10 +454,32 @@ impl Store {
     }
 }
 
+/// Makes a staged layer's files read-only (private keys readable by their owner only) and its
+/// subdirectories read-only but traversable; the layer directory itself stays as it is.
+fn read_only(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() && !p.is_symlink() {
+            read_only(&p)?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o555))?;
+        } else {
+            let mode = if p.extension().is_some_and(|x| x == "key") { 0o400 } else { 0o444 };
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(())
+}
+
+/// Undoes [`read_only`] so a layer can be deleted.
 fn make_writable(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
-            let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o644));
+            let p = e.path();
+            let dir = p.is_dir() && !p.is_symlink();
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(if dir { 0o755 } else { 0o644 }));
+            if dir {
+                make_writable(&p);
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ use super::media::{self, TarLayer};
 use super::tarsafe::components;
 use super::unpack::Unpacker;
 use crate::image::digest::LayerDigest;
-use crate::image::store::{Image, Manifest, Store};
+use crate::image::store::{Access, Image, Manifest, Store, UpManifest};
 
 /// The cloud image at the bottom of the chain.
 pub const BOX: &str = "box.qcow2";
@@ -28,10 +28,37 @@ pub const INITRD: &str = "initrd.img";
 pub const KERNEL_ARGS: &str = "kernel.args";
 /// More kernel arguments (appended).
 pub const ADDITIONAL_ARGS: &str = "additional.kernel.args";
-/// kubevirtci's `vm.sh` defaults: `-m 3096M -smp 2`.
-pub const MEMORY_MIB: u64 = 3096;
+/// cluster-up's defaults (`KUBEVIRT_MEMORY_SIZE=5120M`, `KUBEVIRT_NUM_VCPU=6`); gocli's own
+/// are 3096M and 2.
+pub const MEMORY_MIB: u64 = 5120;
 /// vCPUs per node.
-pub const CPUS: u32 = 2;
+pub const CPUS: u32 = 6;
+/// The login user of current images, and of images built before the k8s-1.31 provider was
+/// dropped (October 2025).
+pub const USER: &str = "cloud-user";
+/// See [`USER`].
+pub const OLD_USER: &str = "vagrant";
+
+/// gocli's `run` steps as kvci's up hooks (`images/kubevirtci/`), each with the shared part
+/// in front: (file name in the layer, script).
+pub fn hooks() -> [(&'static str, String); 3] {
+    const COMMON: &str = include_str!("../../images/kubevirtci/up/common.sh");
+    [
+        ("up-node01.sh", format!("{COMMON}\n{}", include_str!("../../images/kubevirtci/up/node01.sh"))),
+        ("up-nodes.sh", format!("{COMMON}\n{}", include_str!("../../images/kubevirtci/up/nodes.sh"))),
+        ("up-last.sh", format!("{COMMON}\n{}", include_str!("../../images/kubevirtci/up/last.sh"))),
+    ]
+}
+
+/// The login user an image most likely has: `vagrant` when its config says it was built
+/// before October 2025, else `cloud-user`. (kvci also tries the other one at readiness.)
+pub fn user_for(config: &[u8]) -> &'static str {
+    let created = serde_json::from_slice::<serde_json::Value>(config).ok().and_then(|c| c["created"].as_str().map(String::from));
+    match created {
+        Some(c) if c.as_str() < "2025-10" => OLD_USER,
+        _ => USER,
+    }
+}
 
 /// `NN` of `diskNN.qcow2`.
 pub fn disk_number(name: &str) -> Option<u32> {
@@ -176,9 +203,21 @@ pub fn import(store: &Store, layout: &Layout, resolved: &Resolved, name: &str, s
             id.feed("kernel", files[KERNEL].as_bytes());
             id.feed("initrd", files[INITRD].as_bytes());
             id.feed("append", append.as_bytes());
+            // What kvci adds to the top layer: the login key, the provider's scripts, the hooks.
+            for (f, sha) in files.iter().filter(|(f, _)| *f == KEY || f.starts_with("scripts/")) {
+                id.feed(f, sha.as_bytes());
+            }
+            for (f, body) in hooks() {
+                id.feed(f, body.as_bytes());
+            }
         }
         let mut m = Manifest::root(name, &id.finish(), append.clone(), MEMORY_MIB, CPUS);
         m.parent = layers.last().map(|p| p.id.clone());
+        if is_top {
+            m.access = Access::Kubevirtci { user: user_for(&resolved.config).into(), key: KEY.into() };
+            let [first, others, last] = hooks().map(|(f, _)| f.to_string());
+            m.up = Some(UpManifest { first, others: Some(others), parallel: false, last: Some(last) });
+        }
         layers.push(m);
     }
 
@@ -197,6 +236,17 @@ pub fn import(store: &Store, layout: &Layout, resolved: &Resolved, name: &str, s
         if Some(m) == layers.last() {
             std::fs::rename(unpacker.path(KERNEL), dir.join(KERNEL))?;
             std::fs::rename(unpacker.path(INITRD), dir.join(INITRD))?;
+            if !files.contains_key(KEY) {
+                bail!("the image has no /{KEY}: kvci logs in to kubevirtci's nodes with the key the image carries");
+            }
+            for f in files.keys().filter(|f| *f == KEY || f.starts_with("scripts/")) {
+                let to = dir.join(f);
+                std::fs::create_dir_all(to.parent().unwrap_or(&dir))?;
+                std::fs::rename(unpacker.path(f), &to)?;
+            }
+            for (f, body) in hooks() {
+                std::fs::write(dir.join(f), body)?;
+            }
         }
     }
     let mut top_manifest = None;

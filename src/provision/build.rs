@@ -229,7 +229,7 @@ async fn run(store: &Store, provider: &Loaded, base: &Image, id: &str, name: &st
             if let Some(o) = &h.others {
                 std::fs::copy(provider.dir.join(o), layer.join("up-others.sh"))?;
             }
-            Some(UpManifest { first: "up-first.sh".into(), others: h.others.as_ref().map(|_| "up-others.sh".into()), parallel: h.parallel })
+            Some(UpManifest { first: "up-first.sh".into(), others: h.others.as_ref().map(|_| "up-others.sh".into()), parallel: h.parallel, last: None })
         }
         None => None,
     };
@@ -251,6 +251,7 @@ async fn run(store: &Store, provider: &Loaded, base: &Image, id: &str, name: &st
         nodes: provider.recipe.defaults.nodes,
         frozen: None,
         ports: base.manifest.ports.clone().into_iter().chain(provider.recipe.ports.clone()).collect(),
+        access: base.manifest.access.clone(),
     };
     let image = store.commit(&layer, manifest)?;
     eprintln!("kvci: image {name} built in {:.1}s ({} MiB new layer)", started.elapsed().as_secs_f64(), image.manifest.size >> 20);

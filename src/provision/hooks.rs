@@ -1,6 +1,7 @@
 //! Up hooks: the image's scripts run at `vm up` once every node is ready — on node01 first
-//! (kubeadm init), then on the others (join), or on all at once (etcd's static bootstrap).
-//! Scripts get the cluster in `KVCI_*` variables.
+//! (kubeadm init), then on all the others at once (join), then optionally once more on node01
+//! (labels); or on every node at once (etcd's static bootstrap). Scripts get the cluster in
+//! `KVCI_*` variables.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -22,7 +23,7 @@ pub struct HookNode {
 }
 
 /// The environment a hook script starts with (a shell prologue of `export` lines).
-pub fn environment(cluster: &str, nodes: &[HookNode], this: &HookNode, token: &str) -> String {
+pub fn environment(cluster: &str, nodes: &[HookNode], this: &HookNode, token: &str, stack: &str) -> String {
     let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
     let ips: Vec<String> = nodes.iter().map(|n| n.ip.to_string()).collect();
     let q = ssh::client::shell_quote;
@@ -34,37 +35,61 @@ pub fn environment(cluster: &str, nodes: &[HookNode], this: &HookNode, token: &s
         ("KVCI_NODE_IPS", ips.join(" ")),
         ("KVCI_FIRST_NODE", names.first().map(|s| s.to_string()).unwrap_or_default()),
         ("KVCI_TOKEN", token.to_string()),
+        ("KVCI_STACK", stack.to_string()),
     ]
     .iter()
     .map(|(k, v)| format!("export {k}={}\n", q(v)))
     .collect()
 }
 
-/// Runs `image`'s up hooks on `nodes` (inside `ns`), returning when all succeeded.
-pub async fn run(image: &Image, cluster: &str, nodes: &[HookNode], ns: &Arc<NetNs>, key: &Path, token: &str) -> Result<()> {
+/// The cluster as hooks see it.
+pub struct HookCluster<'a> {
+    /// Cluster name.
+    pub name: &'a str,
+    /// Its nodes, node01 first.
+    pub nodes: &'a [HookNode],
+    /// `dual`, `ipv4` or `ipv6`.
+    pub stack: &'a str,
+    /// The cluster's secret.
+    pub token: &'a str,
+}
+
+/// Runs `image`'s up hooks on `cluster`'s nodes (inside `ns`), returning when all succeeded.
+pub async fn run(image: &Image, cluster: &HookCluster<'_>, ns: &Arc<NetNs>, key: &Path) -> Result<()> {
     let Some(up) = &image.manifest.up else { return Ok(()) };
-    let first = image.dir.join(&up.first);
-    let others = up.others.as_ref().map(|o| image.dir.join(o));
-    let jobs: Vec<(HookNode, std::path::PathBuf)> = nodes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, n)| if i == 0 { Some((n.clone(), first.clone())) } else { others.clone().map(|o| (n.clone(), o)) })
-        .collect();
+    let Some((first_node, others)) = cluster.nodes.split_first() else { return Ok(()) };
+    let script = |f: &String| image.dir.join(f);
+    let env = |n: &HookNode| environment(cluster.name, cluster.nodes, n, cluster.token, cluster.stack);
+    let others_script = up.others.as_ref().map(script);
     if up.parallel {
-        let mut set = tokio::task::JoinSet::new();
-        for (n, script) in jobs {
-            let (ns, key, env) = (ns.clone(), key.to_path_buf(), environment(cluster, nodes, &n, token));
-            set.spawn(async move { run_one(&n, &script, &env, ns, &key).await });
-        }
-        while let Some(r) = set.join_next().await {
-            r.context("an up hook task panicked")??;
-        }
-    } else {
-        for (n, script) in jobs {
-            run_one(&n, &script, &environment(cluster, nodes, &n, token), ns.clone(), key).await?;
-        }
+        let mut jobs = vec![(first_node.clone(), script(&up.first))];
+        jobs.extend(others_script.iter().flat_map(|s| others.iter().map(move |n| (n.clone(), s.clone()))));
+        return run_all(jobs, &env, ns, key).await;
+    }
+    run_one(first_node, &script(&up.first), &env(first_node), ns.clone(), key).await?;
+    if let Some(s) = &others_script {
+        run_all(others.iter().map(|n| (n.clone(), s.clone())).collect(), &env, ns, key).await?;
+    }
+    if let Some(last) = &up.last {
+        run_one(first_node, &script(last), &env(first_node), ns.clone(), key).await?;
     }
     Ok(())
+}
+
+/// Runs each (node, script) at the same time; the first failure is returned once all ended.
+async fn run_all(jobs: Vec<(HookNode, std::path::PathBuf)>, env: &dyn Fn(&HookNode) -> String, ns: &Arc<NetNs>, key: &Path) -> Result<()> {
+    let mut set = tokio::task::JoinSet::new();
+    for (n, script) in jobs {
+        let (ns, key, env) = (ns.clone(), key.to_path_buf(), env(&n));
+        set.spawn(async move { run_one(&n, &script, &env, ns, &key).await });
+    }
+    let mut first_error = None;
+    while let Some(r) = set.join_next().await {
+        if let Err(e) = r.context("an up hook task panicked").and_then(|r| r) {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 async fn run_one(node: &HookNode, script: &Path, env: &str, ns: Arc<NetNs>, key: &Path) -> Result<()> {
@@ -94,11 +119,12 @@ mod tests {
     fn hooks_see_the_whole_cluster() {
         let nodes: Vec<HookNode> =
             (1..=3).map(|i| HookNode { name: format!("node0{i}"), ip: std::net::Ipv4Addr::new(192, 168, 66, 100 + i).into() }).collect();
-        let env = environment("c1", &nodes, &nodes[1], "tok");
+        let env = environment("c1", &nodes, &nodes[1], "tok", "dual");
         assert!(env.contains("export KVCI_NODE='node02'\n"), "{env}");
         assert!(env.contains("export KVCI_NODES='node01 node02 node03'\n"), "{env}");
         assert!(env.contains("export KVCI_NODE_IPS='192.168.66.101 192.168.66.102 192.168.66.103'\n"), "{env}");
         assert!(env.contains("export KVCI_FIRST_NODE='node01'\n"));
         assert!(env.contains("export KVCI_TOKEN='tok'\n"));
+        assert!(env.contains("export KVCI_STACK='dual'\n"));
     }
 }

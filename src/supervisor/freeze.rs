@@ -137,6 +137,7 @@ async fn save_and_commit(
             stack: spec.stack,
         }),
         ports: base.ports.clone(),
+        access: base.access.clone(),
     };
     let _lock = ctx.store.lock()?;
     // Another kvci may have taken the name while this one saved.

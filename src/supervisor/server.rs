@@ -173,7 +173,9 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
         reporter.progress("running the image's up hooks");
         let hook_nodes: Vec<HookNode> = network.topology().nodes.iter().map(|n| HookNode { name: n.hostname.clone(), ip: network.topology().node_addr(n) }).collect();
         let key = dir.ssh_dir().join("id_ed25519");
-        let hooks = hooks::run(&image, dir.name(), &hook_nodes, network.ns(), &key, &random_token()).await;
+        let token = random_token();
+        let cluster = hooks::HookCluster { name: dir.name(), nodes: &hook_nodes, stack: crate::cluster::plan::stack_word(launch.spec.stack), token: &token };
+        let hooks = hooks::run(&image, &cluster, network.ns(), &key).await;
         if let Err(e) = hooks {
             stop_all(nodes).await;
             network.shutdown().await;

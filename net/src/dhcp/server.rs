@@ -65,6 +65,7 @@ pub enum Outcome {
 pub struct DhcpServer {
     config: DhcpConfig,
     stats: Stats,
+    book: Option<crate::leases::LeaseBook>,
 }
 
 /// Which counter an answered packet adds to.
@@ -83,7 +84,13 @@ impl DhcpServer {
         if let Err(e) = config.validate() {
             tracing::warn!(error = %e, "DHCP configuration cannot work as intended");
         }
-        DhcpServer { config, stats: Stats::default() }
+        DhcpServer { config, stats: Stats::default(), book: None }
+    }
+
+    /// Records every acknowledged lease in `book` as well.
+    pub fn with_book(mut self, book: crate::leases::LeaseBook) -> DhcpServer {
+        self.book = Some(book);
+        self
     }
 
     /// Its configuration.
@@ -141,6 +148,9 @@ impl DhcpServer {
             Some(ip) if ip == lease.ip => {
                 let (mac, ip, host) = (mac_string(&req.mac), lease.ip, &lease.hostname);
                 tracing::info!(%mac, %ip, %host, "DHCP lease acknowledged");
+                if let Some(book) = &self.book {
+                    book.took_v4(req.mac);
+                }
                 let ack = reply::ack(&self.config, &req.msg, lease);
                 self.answer(req, &ack, Answered::Ack)
             }

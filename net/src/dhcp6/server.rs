@@ -62,6 +62,7 @@ type Verdict = Result<(Message, Count), (Count, &'static str)>;
 pub struct Dhcp6Server {
     config: Dhcp6Config,
     stats: Stats,
+    book: Option<crate::leases::LeaseBook>,
 }
 
 impl Dhcp6Server {
@@ -71,7 +72,13 @@ impl Dhcp6Server {
         if let Err(e) = config.validate() {
             tracing::warn!(error = %e, "DHCPv6 configuration cannot work as intended");
         }
-        Dhcp6Server { config, stats: Stats::default() }
+        Dhcp6Server { config, stats: Stats::default(), book: None }
+    }
+
+    /// Records every assigned address in `book` as well.
+    pub fn with_book(mut self, book: crate::leases::LeaseBook) -> Dhcp6Server {
+        self.book = Some(book);
+        self
     }
 
     /// Its configuration.
@@ -113,6 +120,14 @@ impl Dhcp6Server {
         }
     }
 
+    fn assigned(&self, lease: &StaticLease6, by: &'static str) {
+        let (mac, ip, host) = (mac_string(&lease.mac), lease.ip6, &lease.hostname);
+        tracing::info!(%mac, %ip, %host, by, "DHCPv6 address assigned");
+        if let Some(book) = &self.book {
+            book.took_v6(lease.mac);
+        }
+    }
+
     fn decide(&self, req: &Request, src: &SocketAddrV6) -> Verdict {
         self.check(req)?;
         let lease = ident::lookup(&self.config.leases, src.ip(), req.client_id)
@@ -120,12 +135,12 @@ impl Dhcp6Server {
         let c = &self.config;
         Ok(match req.kind {
             MessageType::Solicit if req.rapid_commit => {
-                log_assigned(lease, "SOLICIT with Rapid Commit");
+                self.assigned(lease, "SOLICIT with Rapid Commit");
                 (reply::assign(c, req, lease), Count::Solicit)
             }
             MessageType::Solicit => (reply::advertise(c, req, lease), Count::Solicit),
             MessageType::Request => {
-                log_assigned(lease, "REQUEST");
+                self.assigned(lease, "REQUEST");
                 (reply::assign(c, req, lease), Count::Request)
             }
             MessageType::Renew | MessageType::Rebind if req.ia_nas.is_empty() => {
@@ -211,7 +226,4 @@ enum ServerId {
     OursIfAny,
 }
 
-fn log_assigned(lease: &StaticLease6, by: &'static str) {
-    let (mac, ip, host) = (mac_string(&lease.mac), lease.ip6, &lease.hostname);
-    tracing::info!(%mac, %ip, %host, by, "DHCPv6 address assigned");
-}
+
