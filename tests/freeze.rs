@@ -17,6 +17,8 @@ fn stdout(o: &std::process::Output) -> String {
 }
 
 fn freeze(cluster: &str, to: &str, keep_running: bool) {
+    // Images from an earlier run of the tests stay in the shared store: replace them.
+    let _ = run(&["image", "rm", to]);
     let mut args = vec!["vm", "freeze", "--name", cluster, "--to", to];
     if keep_running {
         args.push("--keep-running");

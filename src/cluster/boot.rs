@@ -1,5 +1,7 @@
-//! Booting one node to ready: QEMU started, beacon says ready, static lease taken, sshd
-//! answering. Shared by the supervisor (every node of a cluster) and the image builder.
+//! Booting one node to ready: QEMU started, then either kvci's beacon says ready with its
+//! static leases and sshd answers, or (images without a beacon, kubevirtci's) the DHCP servers
+//! saw its leases taken and the image's key logs in. Shared by the supervisor (every node of a
+//! cluster) and the image builder.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -7,21 +9,37 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use kvci_net::leases::Taken;
 use kvci_net::netns::NetNs;
+use tokio::sync::watch;
 
 use crate::cluster::node::Node;
-use crate::cluster::plan::NodePlan;
+use crate::cluster::plan::{NodeAccess, NodePlan};
 use crate::cluster::readiness;
 
 /// Boots `plan` on `tap` and waits (up to `timeout` from QEMU's start) until it is ready.
 /// Returns the node and how long it took. A node that fails is stopped before returning.
-pub async fn boot_node(qemu: &Path, plan: NodePlan, tap: Option<OwnedFd>, ns: Arc<NetNs>, timeout: Duration) -> Result<(Node, Duration)> {
+pub async fn boot_node(qemu: &Path, plan: NodePlan, tap: Option<OwnedFd>, ns: Arc<NetNs>, leases: watch::Receiver<Taken>, timeout: Duration) -> Result<(Node, Duration)> {
     let mut node = Node::start(qemu, plan, tap).await?;
     let deadline = tokio::time::Instant::from_std(node.started() + timeout);
     let ready = async {
-        let (msg, _) = node.wait_ready(timeout).await?;
-        readiness::check_lease(node.name(), &msg, node.plan.leases)?;
-        readiness::wait_sshd(node.name(), &ns, node.plan.ip, deadline).await?;
+        match node.plan.access.clone() {
+            NodeAccess::Beacon => {
+                let (msg, _) = node.wait_ready(timeout).await?;
+                readiness::check_lease(node.name(), &msg, node.plan.leases)?;
+                readiness::wait_sshd(node.name(), &ns, node.plan.ip, deadline).await?;
+            }
+            NodeAccess::Login { users, key } => {
+                let p = node.plan.clone();
+                let root_key = p.machine.authorized_keys.clone().unwrap_or_default();
+                let work = async {
+                    readiness::wait_leases(&p.name, p.mac, leases, p.leases, deadline).await?;
+                    readiness::login(&p.name, &ns, p.ip, &users, &key, &root_key, deadline).await
+                };
+                let user = node.guarded(work, timeout).await?;
+                tracing::info!(node = %p.name, %user, "logged in with the image's key; cluster key added for root");
+            }
+        }
         anyhow::Ok(node.started().elapsed())
     };
     match ready.await {

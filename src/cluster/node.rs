@@ -223,6 +223,26 @@ impl Node {
         }
     }
 
+    /// Runs `work` (readiness that is not the beacon) unless QEMU exits or `timeout` (from
+    /// QEMU's start) passes first.
+    pub async fn guarded<T, E: Into<anyhow::Error>>(&mut self, work: impl std::future::Future<Output = Result<T, E>>, timeout: Duration) -> anyhow::Result<T> {
+        let deadline = tokio::time::Instant::from_std(self.started + timeout);
+        tokio::select! {
+            done = work => done.map_err(Into::into),
+            status = self.process.wait() => {
+                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                Err(died(&self.plan, &self.process, status).into())
+            }
+            _ = tokio::time::sleep_until(deadline) => Err(NodeError::Timeout {
+                node: self.plan.name.clone(),
+                secs: timeout.as_secs(),
+                damaged: damaged_note(&self.plan),
+                serial: serial_tail(&self.plan),
+            }
+            .into()),
+        }
+    }
+
     /// Waits until QEMU exits on its own (a guest poweroff or a crash).
     pub async fn exited(&mut self) -> String {
         self.process.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::accel::Decision;
 use crate::cluster::layout::{ClusterDir, NodeDir};
 use crate::config::{node_name, ClusterSpec};
-use crate::image::store::Image;
+use crate::image::store::{Access, Image};
+use crate::oci::kubevirtci::{OLD_USER, USER};
 use crate::qemu::cmdline::{Boot, Endpoint, Nic, NodeMachine};
 use kvci_net::topology::{mac_string, Subnet, SubnetError, Topology};
 
@@ -39,6 +40,41 @@ pub struct NodePlan {
     pub leases: crate::cluster::readiness::Leases,
     /// The saved RAM and device state to resume from (frozen images).
     pub state: Option<std::path::PathBuf>,
+    /// How kvci learns it is ready and logs in.
+    pub access: NodeAccess,
+    /// Its NIC's MAC (what the DHCP servers know it by).
+    pub mac: [u8; 6],
+}
+
+/// A plan that cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The subnet.
+    #[error(transparent)]
+    Subnet(#[from] SubnetError),
+    /// A kubevirtci image without its login key.
+    #[error("image {image} has no {key} in its layers: kvci logs in to its nodes with that key; import or pull the image again")]
+    MissingKey {
+        /// The key's file name.
+        key: String,
+        /// The image.
+        image: String,
+    },
+}
+
+/// How a node is readied.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeAccess {
+    /// kvci's beacon, then an sshd banner (the cluster key came in through fw_cfg).
+    Beacon,
+    /// No beacon (kubevirtci's images): its leases taken, then a login as one of `users` with
+    /// the image's own `key`, which then adds the cluster key to root's (gocli's root-key step).
+    Login {
+        /// Users to try, the image's recorded one first.
+        users: Vec<String>,
+        /// The image's private key.
+        key: std::path::PathBuf,
+    },
 }
 
 /// How kvci's guests learn which DHCP clients to run (`kvci.stack=` on the kernel command line).
@@ -71,8 +107,16 @@ pub struct Plan {
 }
 
 /// Plans the nodes of `launch` booting `image` under `dir`.
-pub fn plan(launch: &Launch, image: &Image, dir: &ClusterDir) -> Result<Plan, SubnetError> {
+pub fn plan(launch: &Launch, image: &Image, dir: &ClusterDir) -> Result<Plan, PlanError> {
     let spec = &launch.spec;
+    let access = match &image.manifest.access {
+        Access::Beacon => NodeAccess::Beacon,
+        Access::Kubevirtci { user, key } => {
+            let key = image.layer_file(key).ok_or_else(|| PlanError::MissingKey { key: key.clone(), image: image.manifest.name.clone() })?;
+            let other = if user == OLD_USER { USER } else { OLD_USER };
+            NodeAccess::Login { users: vec![user.clone(), other.to_string()], key }
+        }
+    };
     let topology = Topology::with_stack(&spec.name, Subnet::parse(&spec.subnet)?, spec.nodes, spec.stack.into());
     let nodes = (1..=spec.nodes)
         .map(|index| {
@@ -109,7 +153,7 @@ pub fn plan(launch: &Launch, image: &Image, dir: &ClusterDir) -> Result<Plan, Su
                 v6: topology.stack.v6().then_some(net.ip6),
             };
             let ip = topology.node_addr(net);
-            let mut node = NodePlan { index, name, dir: nd, base_disk: image.disk(), machine, ip, leases, state: None };
+            let mut node = NodePlan { index, name, dir: nd, base_disk: image.disk(), machine, ip, leases, state: None, access: access.clone(), mac: net.mac };
             // A frozen image: each node resumes from its own saved disk and RAM.
             if let Some(frozen) = image.manifest.frozen.as_ref().and_then(|f| f.nodes.get(index as usize - 1)) {
                 node.base_disk = image.dir.join(&frozen.disk);

@@ -1,6 +1,12 @@
 //! What "ready" means beyond the beacon: the node took its DHCP lease and its sshd answers.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+
+use kvci_net::leases::Taken;
+use tokio::sync::watch;
+
+use crate::ssh::SshError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +30,34 @@ pub enum NotReady {
         got: String,
         /// Its static lease.
         want: IpAddr,
+    },
+    /// No lease was taken in time (guests without a beacon).
+    #[error("{node} took no {what} lease (see `kvci vm logs {node}`: is its DHCP client running?)")]
+    NoLease {
+        /// Node.
+        node: String,
+        /// DHCP or DHCPv6.
+        what: &'static str,
+    },
+    /// The image's key does not log in.
+    #[error("{node}: sshd refused the image's key {} for user {users} (kubevirtci images log in as cloud-user, older ones as vagrant, with /vagrant.key)", key.display())]
+    LoginRefused {
+        /// Node.
+        node: String,
+        /// The users tried.
+        users: String,
+        /// The key file.
+        key: std::path::PathBuf,
+    },
+    /// The root-key step failed.
+    #[error("{node}: adding the cluster key to root's authorized_keys as {user} (sudo) failed: {why}")]
+    RootKey {
+        /// Node.
+        node: String,
+        /// The user.
+        user: String,
+        /// What went wrong.
+        why: String,
     },
     /// sshd did not answer in time.
     #[error("{node}: sshd on {addr} did not answer: {why}")]
@@ -85,6 +119,75 @@ pub async fn wait_sshd(node: &str, ns: &Arc<NetNs>, ip: IpAddr, deadline: Instan
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(500));
     }
+}
+
+/// Waits until `mac` took the leases its cluster serves, as kvci's DHCP servers saw it.
+pub async fn wait_leases(node: &str, mac: [u8; 6], mut taken: watch::Receiver<Taken>, want: Leases, deadline: Instant) -> Result<(), NotReady> {
+    loop {
+        let missing = {
+            let t = taken.borrow_and_update();
+            if want.v4.is_some() && !t.v4.contains(&mac) {
+                Some("DHCP")
+            } else if want.v6.is_some() && !t.v6.contains(&mac) {
+                Some("DHCPv6")
+            } else {
+                None
+            }
+        };
+        let Some(what) = missing else { return Ok(()) };
+        match tokio::time::timeout_at(deadline, taken.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return Err(NotReady::NoLease { node: node.into(), what }),
+        }
+    }
+}
+
+/// Logs in to `ip:22` as the first of `users` that `key` opens (retrying until `deadline`
+/// while sshd is not up yet: there is no event for a port starting to listen), then appends
+/// `root_key` (the cluster's public key) to root's authorized_keys with sudo, so kvci's ssh,
+/// hooks and fix-ups work as root from then on. Returns the user that logged in.
+pub async fn login(node: &str, ns: &Arc<NetNs>, ip: IpAddr, users: &[String], key: &Path, root_key: &Path, deadline: Instant) -> Result<String, NotReady> {
+    let addr = SocketAddr::new(ip, 22);
+    let private = crate::ssh::keys::load_login_key(key).map_err(|e| NotReady::Sshd { node: node.into(), addr, why: e.to_string() })?;
+    let public = std::fs::read(root_key).map_err(|e| NotReady::RootKey { node: node.into(), user: "-".into(), why: format!("{}: {e}", root_key.display()) })?;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let mut refused = 0;
+        let mut why = String::new();
+        for user in users {
+            match kvci_net::forward::connect_inside(ns.clone(), addr).await {
+                Ok(stream) => match crate::ssh::client::connect_with(stream, user, private.clone()).await {
+                    Ok(mut session) => {
+                        root_key_step(node, user, &mut session, public).await?;
+                        let _ = session.close().await;
+                        return Ok(user.clone());
+                    }
+                    Err(SshError::AuthRejected { .. }) => refused += 1,
+                    Err(e) => why = e.to_string(),
+                },
+                Err(e) => why = e.to_string(),
+            }
+        }
+        if refused == users.len() {
+            return Err(NotReady::LoginRefused { node: node.into(), users: users.join(" or "), key: key.to_path_buf() });
+        }
+        if Instant::now() + backoff >= deadline {
+            return Err(NotReady::Sshd { node: node.into(), addr, why });
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// gocli's root-key step, with kvci's cluster key instead of the image's.
+async fn root_key_step(node: &str, user: &str, session: &mut crate::ssh::Session, public: Vec<u8>) -> Result<(), NotReady> {
+    let command = "sudo -n sh -c 'umask 077; mkdir -p /root/.ssh; cat >> /root/.ssh/authorized_keys'";
+    let failed = |why: String| NotReady::RootKey { node: node.into(), user: user.into(), why };
+    let out = session.exec(command, Some(public)).await.map_err(|e| failed(e.to_string()))?;
+    if out.exit_code != 0 {
+        return Err(failed(format!("exit code {}: {}", out.exit_code, String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

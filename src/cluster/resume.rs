@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use kvci_net::netns::NetNs;
 
 use crate::cluster::node::Node;
-use crate::cluster::plan::NodePlan;
+use crate::cluster::plan::{NodeAccess, NodePlan};
 use crate::cluster::readiness;
 
 /// `major.minor.micro` from a QMP greeting.
@@ -57,6 +57,12 @@ pub async fn fix_up(node: &Node, ns: &Arc<NetNs>, deadline: tokio::time::Instant
     let mut entropy = vec![0u8; 64];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut entropy)?;
     let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if let NodeAccess::Login { .. } = node.plan.access {
+        // No kvci agent in these images: the same fix-ups over ssh, as root with the cluster key.
+        ssh_fix_up(node, ns, entropy, deadline).await.with_context(|| format!("{name}: fix-ups after resume failed"))?;
+        tracing::info!(node = name, ms = t.elapsed().as_millis() as u64, "resume: clock and RNG fixed up over ssh");
+        return Ok(());
+    }
     let agent = async {
         let r = node.agent_fixup(&entropy, budget).await;
         tracing::info!(node = name, ms = t.elapsed().as_millis() as u64, "resume: clock and RNG fixed up");
@@ -66,6 +72,24 @@ pub async fn fix_up(node: &Node, ns: &Arc<NetNs>, deadline: tokio::time::Instant
     fixed.with_context(|| format!("{name}: fix-ups after resume failed"))?;
     sshd?;
     tracing::info!(node = name, ms = t.elapsed().as_millis() as u64, "resume: sshd answers");
+    Ok(())
+}
+
+/// Steps the clock and reseeds the RNG through an ssh session as root (the cluster key was
+/// added to root's authorized_keys at the first boot, before the freeze).
+async fn ssh_fix_up(node: &Node, ns: &Arc<NetNs>, entropy: Vec<u8>, deadline: tokio::time::Instant) -> Result<()> {
+    readiness::wait_sshd(node.name(), ns, node.plan.ip, deadline).await?;
+    let public = node.plan.machine.authorized_keys.clone().context("the node has no cluster key")?;
+    let private = public.with_extension("");
+    let stream = kvci_net::forward::connect_inside(ns.clone(), (node.plan.ip, 22).into()).await?;
+    let mut session = crate::ssh::client::connect(stream, "root", &private).await?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let command = format!("date -s @{}.{:09} >/dev/null && head -c {} > /dev/urandom", now.as_secs(), now.subsec_nanos(), entropy.len());
+    let out = session.exec(&command, Some(entropy)).await?;
+    let _ = session.close().await;
+    if out.exit_code != 0 {
+        bail!("`{command}` failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
     Ok(())
 }
 

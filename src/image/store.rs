@@ -198,6 +198,22 @@ impl Image {
     pub fn disk(&self) -> PathBuf {
         self.dir.join(&self.manifest.disk)
     }
+
+    /// `file` in the image's own layer, or else in the nearest layer below it that has it (a
+    /// frozen or derived image keeps using its base's login key).
+    pub fn layer_file(&self, file: &str) -> Option<PathBuf> {
+        let layers = self.dir.parent()?;
+        let (mut dir, mut parent) = (self.dir.clone(), self.manifest.parent.clone());
+        for _ in 0..64 {
+            if dir.join(file).exists() {
+                return Some(dir.join(file));
+            }
+            let id = parent?;
+            dir = layers.join(&id);
+            parent = std::fs::read(dir.join("manifest.json")).ok().and_then(|b| serde_json::from_slice::<Manifest>(&b).ok()).and_then(|m| m.parent);
+        }
+        None
+    }
 }
 
 /// What [`Store::list`] found.
@@ -367,23 +383,6 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
-    }
-
-    /// `file` in `image`'s own layer, or else in the nearest layer below it that has it (a
-    /// frozen or derived image keeps using its base's login key and scripts).
-    pub fn layer_file(&self, image: &Image, file: &str) -> Option<PathBuf> {
-        let mut dir = image.dir.clone();
-        let mut parent = image.manifest.parent.clone();
-        for _ in 0..64 {
-            let path = dir.join(file);
-            if path.exists() {
-                return Some(path);
-            }
-            let id = parent?;
-            dir = self.layer_dir(&id);
-            parent = self.layer_manifest(&id).ok().flatten().and_then(|m| m.parent);
-        }
-        None
     }
 
     /// Points `manifest.name` (a valid [`ImageName`], stored with its tag) at its layer (which

@@ -61,7 +61,11 @@ impl client::Handler for AnyHostKey {
 ///
 /// There is no timeout here: wrap the call in `tokio::time::timeout` where a hung peer matters.
 pub async fn connect(stream: TcpStream, user: &str, key: &Path) -> Result<Session, SshError> {
-    let key = load_private_key(key)?;
+    connect_with(stream, user, load_private_key(key)?).await
+}
+
+/// As [`connect`] with a key already loaded (an image's own login key, say).
+pub async fn connect_with(stream: TcpStream, user: &str, key: russh::keys::PrivateKey) -> Result<Session, SshError> {
     // Interactive keystrokes are tiny packets; don't let Nagle hold them back.
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!("set_nodelay: {e}");
@@ -73,8 +77,10 @@ pub async fn connect(stream: TcpStream, user: &str, key: &Path) -> Result<Sessio
         ..Default::default()
     };
     let mut handle = client::connect_stream(Arc::new(config), stream, AnyHostKey).await.map_err(SshError::Handshake)?;
+    // RSA keys sign with SHA-2 (the server's sshd refuses ssh-rsa/SHA-1 since OpenSSH 8.8).
+    let hash = (key.algorithm().is_rsa()).then_some(HashAlg::Sha512);
     let auth = handle
-        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), None))
+        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
         .await
         .map_err(SshError::Handshake)?;
     if !auth.success() {

@@ -88,6 +88,14 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKey, SshError> {
     Ok(key)
 }
 
+/// Reads an image's own login key (kubevirtci ships Vagrant's insecure key: RSA, PEM or
+/// OpenSSH format; ed25519 works too). Unlike the cluster key, any algorithm russh speaks.
+pub fn load_login_key(path: &Path) -> Result<PrivateKey, SshError> {
+    let text =
+        fs::read_to_string(path).map_err(|source| SshError::KeyIo { action: "read", path: path.into(), source })?;
+    russh::keys::decode_secret_key(&text, None).map_err(|e| SshError::KeyInvalid { path: path.into(), reason: e.to_string() })
+}
+
 fn public_line(key: &PrivateKey) -> Result<String, SshError> {
     let mut public = key.public_key().clone();
     public.set_comment(KEY_COMMENT);

@@ -194,7 +194,7 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
     reporter.detach();
     let store = Store::open(&dirs.images())?;
     let freezer = FreezeContext { store: &store, image: &image, launch: &launch, dir, qemu_version };
-    let result = serve(dir, control, state, handles, state_rx, &freezer, &uuids).await;
+    let result = serve(dir, control, state, handles, state_rx, &freezer, &uuids, network.egress_pid()).await;
     let _ = stop_forwards.send(true);
     network.shutdown().await;
     result
@@ -245,8 +245,8 @@ async fn bring_up(
     for p in plans {
         let qemu: PathBuf = qemu.to_path_buf();
         let tap = network.take_tap(p.index);
-        let ns = network.ns().clone();
-        tasks.spawn(async move { boot::boot_node(&qemu, p, tap, ns, timeout).await });
+        let (ns, leases) = (network.ns().clone(), network.leases());
+        tasks.spawn(async move { boot::boot_node(&qemu, p, tap, ns, leases, timeout).await });
     }
     let mut ready = Vec::new();
     while let Some(joined) = tasks.join_next().await {
@@ -362,6 +362,7 @@ async fn serve(
     mut state_rx: mpsc::Receiver<(String, NodeState)>,
     freezer: &FreezeContext<'_>,
     uuids: &[String],
+    egress_pid: Option<u32>,
 ) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -375,6 +376,12 @@ async fn serve(
                     // Down is done: exit while still holding the connection, so the client's
                     // end-of-file means this process (and every QEMU) is gone.
                     drop(handles);
+                    // The egress helper too (it would follow this process by itself, but a
+                    // client that saw the end-of-file must find nothing left).
+                    if let Some(pid) = egress_pid.and_then(|p| i32::try_from(p).ok()).map(nix::unistd::Pid::from_raw) {
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                        let _ = nix::sys::wait::waitpid(pid, None);
+                    }
                     std::mem::forget(stream);
                     std::process::exit(0);
                 }
