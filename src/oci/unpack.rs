@@ -78,8 +78,10 @@ impl Unpacker {
                 continue; // the tar reader skips its data
             }
             let name = path.join("/");
-            if kind.is_dir() {
-                continue; // made when a file below it is written
+            // Directories below the root are made when a file in them is written; a wanted
+            // name at the root is a file, never a directory.
+            if kind.is_dir() && path.len() > 1 {
+                continue;
             }
             if !(kind.is_file() || kind == tar::EntryType::GNUSparse) {
                 bail!("{what}: /{name} is a {kind:?} entry; kvci needs a regular file there");
@@ -151,8 +153,8 @@ pub(crate) mod tests {
         b.into_inner().unwrap()
     }
 
-    fn wanted(n: &str) -> bool {
-        n.ends_with(".qcow2") || n == "vmlinuz"
+    fn wanted(path: &[String]) -> bool {
+        matches!(path, [n] if n.ends_with(".qcow2") || n == "vmlinuz")
     }
 
     #[test]
@@ -207,8 +209,8 @@ mod fuzz {
 
     const RUNS: usize = 2_000;
 
-    fn wanted(n: &str) -> bool {
-        crate::oci::kubevirtci::wanted(n)
+    fn wanted(path: &[String]) -> bool {
+        crate::oci::kubevirtci::wanted(path)
     }
 
     fn seeds() -> Vec<Vec<u8>> {
@@ -269,19 +271,31 @@ mod fuzz {
         v
     }
 
-    /// Only wanted regular files, and exactly those the unpacker reports after success.
+    /// Only wanted regular files (and the directories leading to them), and exactly those the
+    /// unpacker reports after success.
     fn check_dir(dir: &Path, u: &Unpacker, ok: bool) {
         let mut names = Vec::new();
-        for e in std::fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let name = e.file_name().to_string_lossy().into_owned();
-            assert!(e.file_type().unwrap().is_file(), "{name} is not a regular file");
-            assert!(wanted(&name), "unwanted {name} written");
-            names.push(name);
-        }
+        walk(dir, &mut Vec::new(), &mut names);
         if ok {
             names.sort();
             assert_eq!(names, u.files().keys().cloned().collect::<Vec<_>>());
+        }
+    }
+
+    fn walk(dir: &Path, prefix: &mut Vec<String>, names: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            prefix.push(e.file_name().to_string_lossy().into_owned());
+            let kind = e.file_type().unwrap();
+            assert!(!kind.is_symlink(), "{} is a link", prefix.join("/"));
+            if kind.is_dir() {
+                walk(&e.path(), prefix, names);
+            } else {
+                assert!(kind.is_file(), "{} is not a regular file", prefix.join("/"));
+                assert!(wanted(prefix), "unwanted {} written", prefix.join("/"));
+                names.push(prefix.join("/"));
+            }
+            prefix.pop();
         }
     }
 
