@@ -9,7 +9,7 @@ use futures_util::TryStreamExt;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, RouteMessageBuilder};
 
 use crate::egress;
-use crate::topology::{Topology, BRIDGE, BRIDGE_IP6};
+use crate::topology::{Topology, BRIDGE, BRIDGE_IP6, SRIOV_BRIDGE};
 
 /// A netlink request failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,14 @@ pub async fn build(nl: &mut impl Netlink, topo: &Topology) -> Result<(), LinkErr
     for node in &topo.nodes {
         nl.set_master(&node.tap, BRIDGE).await?;
         nl.set_up(&node.tap).await?;
+    }
+    if topo.nodes.iter().any(|n| n.sriov.is_some()) {
+        nl.add_bridge(SRIOV_BRIDGE).await?;
+        nl.set_up(SRIOV_BRIDGE).await?;
+        for (tap, _) in topo.nodes.iter().filter_map(|n| n.sriov.as_ref()) {
+            nl.set_master(tap, SRIOV_BRIDGE).await?;
+            nl.set_up(tap).await?;
+        }
     }
     Ok(())
 }

@@ -60,10 +60,19 @@ pub struct NetworkConfig {
     pub allow_host_loopback: bool,
 }
 
+/// One node's taps, held by fd: they vanish with the last holder.
+#[derive(Debug, Default)]
+pub struct NodeTaps {
+    /// On the cluster bridge.
+    pub nic: Option<OwnedFd>,
+    /// On the SR-IOV bridge (kubevirtci's images).
+    pub sriov: Option<OwnedFd>,
+}
+
 /// The live network of one cluster.
 pub struct ClusterNetwork {
     ns: Arc<NetNs>,
-    taps: Vec<Option<OwnedFd>>,
+    taps: Vec<NodeTaps>,
     topology: Topology,
     dhcp: Arc<Mutex<DhcpServer>>,
     book: LeaseBook,
@@ -91,7 +100,14 @@ impl ClusterNetwork {
                     let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{scope}/{name}"), value);
                 }
             }
-            let taps = topo.nodes.iter().map(|n| tap::create(&n.tap).map(Some)).collect::<Result<Vec<_>, _>>()?;
+            let taps = topo
+                .nodes
+                .iter()
+                .map(|n| {
+                    let sriov = n.sriov.as_ref().map(|(t, _)| tap::create(t)).transpose()?;
+                    Ok::<_, TapError>(NodeTaps { nic: Some(tap::create(&n.tap)?), sriov })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let conn = rtnetlink::new_connection().map_err(|source| NetworkError::Bind { what: "netlink", source })?;
             Ok((taps, conn))
         })??;
@@ -191,9 +207,9 @@ impl ClusterNetwork {
         &self.topology
     }
 
-    /// Hands out node `index`'s tap fd (once), to be passed to its QEMU.
-    pub fn take_tap(&mut self, index: u32) -> Option<OwnedFd> {
-        self.taps.get_mut(index.checked_sub(1)? as usize)?.take()
+    /// Hands out node `index`'s tap fds (once), to be passed to its QEMU.
+    pub fn take_taps(&mut self, index: u32) -> NodeTaps {
+        index.checked_sub(1).and_then(|i| self.taps.get_mut(i as usize)).map(std::mem::take).unwrap_or_default()
     }
 
     /// DHCP counters (malformed packets, leases given…).

@@ -9,6 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub const DEFAULT_SUBNET: &str = "192.168.66.0/24";
 /// Name of the bridge inside the namespace.
 pub const BRIDGE: &str = "br0";
+/// The bridge of kubevirtci's emulated SR-IOV NICs (`igb`).
+pub const SRIOV_BRIDGE: &str = "br-sriov";
 /// kubevirtci's IPv6 prefix on `br0` (a /64).
 pub const PREFIX6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0);
 /// The bridge's IPv6 address: router, DNS server and `registry` (kubevirtci's `fd00::1`).
@@ -113,6 +115,9 @@ pub struct NodeNet {
     pub ip: Ipv4Addr,
     /// The address DHCPv6 gives it: `fd00::1NN` (NN in decimal digits, as kubevirtci writes it).
     pub ip6: Ipv6Addr,
+    /// Its SR-IOV NIC's tap on [`SRIOV_BRIDGE`] and MAC `52:55:00:d1:57:NN`, when the cluster
+    /// has kubevirtci's devices.
+    pub sriov: Option<(String, [u8; 6])>,
 }
 
 /// The whole cluster network.
@@ -130,7 +135,22 @@ pub struct Topology {
     pub stack: Stack,
 }
 
+/// kubevirtci's MAC of node `index`'s SR-IOV NIC: `52:55:00:d1:57:NN`.
+pub fn sriov_mac(index: u32) -> [u8; 6] {
+    let mut mac = node_mac(index);
+    mac[4] = 0x57;
+    mac
+}
+
 impl Topology {
+    /// Gives every node an SR-IOV NIC on [`SRIOV_BRIDGE`] (kubevirtci's images).
+    pub fn with_sriov(mut self) -> Topology {
+        for n in &mut self.nodes {
+            n.sriov = Some((format!("tap-sriov{:02}", n.index), sriov_mac(n.index)));
+        }
+        self
+    }
+
     /// Where kvci reaches node `n` (ssh, forwards, hooks): its IPv4 address unless the cluster
     /// is IPv6 only.
     pub fn node_addr(&self, n: &NodeNet) -> IpAddr {
@@ -186,6 +206,7 @@ impl Topology {
                 mac: node_mac(index),
                 ip: subnet.host(100 + index),
                 ip6: node_ip6(index),
+                sriov: None,
             })
             .collect();
         Topology { cluster: cluster.to_string(), subnet, bridge_ip: subnet.host(2), nodes, stack }

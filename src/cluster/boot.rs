@@ -3,7 +3,7 @@
 //! saw its leases taken and the image's key logs in. Shared by the supervisor (every node of a
 //! cluster) and the image builder.
 
-use std::os::fd::OwnedFd;
+use kvci_net::network::NodeTaps;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use crate::cluster::readiness;
 
 /// Boots `plan` on `tap` and waits (up to `timeout` from QEMU's start) until it is ready.
 /// Returns the node and how long it took. A node that fails is stopped before returning.
-pub async fn boot_node(qemu: &Path, plan: NodePlan, tap: Option<OwnedFd>, ns: Arc<NetNs>, leases: watch::Receiver<Taken>, timeout: Duration) -> Result<(Node, Duration)> {
+pub async fn boot_node(qemu: &Path, plan: NodePlan, tap: NodeTaps, ns: Arc<NetNs>, leases: watch::Receiver<Taken>, timeout: Duration) -> Result<(Node, Duration)> {
     let mut node = Node::start(qemu, plan, tap).await?;
     let deadline = tokio::time::Instant::from_std(node.started() + timeout);
     let ready = async {

@@ -2,7 +2,9 @@
 //! power-down. Every wait has a deadline and watches QEMU: a dead QEMU is reported with the tail
 //! of its serial console and stderr, never waited on.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
+
+use kvci_net::network::NodeTaps;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -114,7 +116,8 @@ fn connect(path: &Path) -> std::io::Result<AsyncUnixStream> {
 impl Node {
     /// Creates the node's overlay-backed QEMU (on `tap`, if it has a NIC) and connects QMP and
     /// the beacon.
-    pub async fn start(qemu: &Path, mut plan: NodePlan, tap: Option<OwnedFd>) -> Result<Node, NodeError> {
+    pub async fn start(qemu: &Path, mut plan: NodePlan, taps: NodeTaps) -> Result<Node, NodeError> {
+        let NodeTaps { nic: tap, sriov } = taps;
         let node = plan.name.clone();
         let setup = |what: &str| {
             let node = node.clone();
@@ -143,6 +146,15 @@ impl Node {
             // No network (a plan without a tap): boot without a NIC rather than a dangling fd.
             plan.machine.nic = None;
         }
+        if let Some(devices) = plan.machine.kubevirtci.as_mut() {
+            match (devices.sriov.as_mut(), sriov.as_ref()) {
+                (Some(nic), Some(tap)) => {
+                    nic.tap_fd = Some(tap.as_raw_fd());
+                    fds.push(tap.as_raw_fd());
+                }
+                _ => devices.sriov = None,
+            }
+        }
         let _ = std::fs::remove_file(d.vnc_socket());
         let args = node_args(&plan.machine);
         tracing::debug!(node = %node, ?args, "starting QEMU");
@@ -150,7 +162,7 @@ impl Node {
         let mut process =
             QemuProcess::spawn(qemu, &args, &fds, &d.qemu_log()).map_err(|source| NodeError::Spawn { node: node.clone(), source })?;
         // QEMU has its own copies of the listeners and the tap now.
-        drop((qmp_l, console_l, beacon_l, agent_l, tap));
+        drop((qmp_l, console_l, beacon_l, agent_l, tap, sriov));
         tracing::info!(node = %node, pid = process.pid(), "QEMU started");
 
         let qmp = tokio::select! {

@@ -8,7 +8,7 @@ use crate::cluster::layout::{ClusterDir, NodeDir};
 use crate::config::{node_name, ClusterSpec};
 use crate::image::store::{Access, Image};
 use crate::oci::kubevirtci::{OLD_USER, USER};
-use crate::qemu::cmdline::{Boot, Endpoint, Nic, NodeMachine};
+use crate::qemu::cmdline::{Boot, Endpoint, KubevirtciDevices, Nic, NodeMachine};
 use kvci_net::topology::{mac_string, Subnet, SubnetError, Topology};
 
 /// What `vm up` hands the supervisor (saved as `launch.json`).
@@ -117,7 +117,13 @@ pub fn plan(launch: &Launch, image: &Image, dir: &ClusterDir) -> Result<Plan, Pl
             NodeAccess::Login { users: vec![user.clone(), other.to_string()], key }
         }
     };
-    let topology = Topology::with_stack(&spec.name, Subnet::parse(&spec.subnet)?, spec.nodes, spec.stack.into());
+    let mut topology = Topology::with_stack(&spec.name, Subnet::parse(&spec.subnet)?, spec.nodes, spec.stack.into());
+    let kubevirtci = access != NodeAccess::Beacon;
+    if kubevirtci {
+        topology = topology.with_sriov();
+    }
+    // kubevirtci's nodes: gocli's default of 64 2 MiB huge pages on the kernel line.
+    let hugepages = if kubevirtci { " hugepagesz=2M hugepages=64" } else { "" };
     let nodes = (1..=spec.nodes)
         .map(|index| {
             let net = &topology.nodes[index as usize - 1];
@@ -134,7 +140,11 @@ pub fn plan(launch: &Launch, image: &Image, dir: &ClusterDir) -> Result<Plan, Pl
                     // no_timer_check: on a loaded host the kernel's IO-APIC timer probe can miss
                     // its window under TCG and panic ("timer doesn't work through
                     // Interrupt-remapped IO-APIC"); seen in CI with several guests booting.
-                    append: format!("{} no_timer_check kvci.hostname={name} kvci.stack={}", image.manifest.append, stack_word(spec.stack)),
+                    append: format!(
+                        "{}{hugepages} no_timer_check kvci.hostname={name} kvci.stack={}",
+                        image.manifest.append,
+                        stack_word(spec.stack)
+                    ),
                 },
                 disk: nd.disk(),
                 qmp: Endpoint::Path(nd.qmp_socket()),
@@ -147,6 +157,9 @@ pub fn plan(launch: &Launch, image: &Image, dir: &ClusterDir) -> Result<Plan, Pl
                 vnc: Some(nd.vnc_socket()),
                 uuid: Some(node_uuid(&spec.name, &name)),
                 incoming: false,
+                kubevirtci: kubevirtci.then(|| KubevirtciDevices {
+                    sriov: net.sriov.as_ref().map(|(_, mac)| Nic { tap_fd: None, mac: mac_string(mac) }),
+                }),
             };
             let leases = crate::cluster::readiness::Leases {
                 v4: topology.stack.v4().then_some(net.ip),

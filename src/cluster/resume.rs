@@ -2,7 +2,7 @@
 //! continue at nearly the same moment, then each guest gets fix-ups a saved machine needs from kvci's
 //! guest agent: its clock stepped to now and fresh entropy mixed into its RNG.
 
-use std::os::fd::OwnedFd;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,7 @@ pub fn qemu_version(greeting: &serde_json::Value) -> String {
 
 /// Starts `plan`'s QEMU waiting for a state and loads it; the node stays paused.
 /// `expected_qemu` is the version that saved the state: another version is refused up front.
-pub async fn load_node(qemu: &Path, plan: NodePlan, tap: Option<OwnedFd>, expected_qemu: &str, timeout: Duration) -> Result<Node> {
+pub async fn load_node(qemu: &Path, plan: NodePlan, tap: kvci_net::network::NodeTaps, expected_qemu: &str, timeout: Duration) -> Result<Node> {
     let state = plan.state.clone().context("not a frozen node")?;
     let meta = std::fs::metadata(&state).with_context(|| format!("the frozen image has no state file {}", state.display()))?;
     let node = Node::start(qemu, plan, tap).await?;

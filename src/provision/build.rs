@@ -197,7 +197,7 @@ async fn run(store: &Store, provider: &Loaded, base: &Image, id: &str, name: &st
     let serial = node_plan.dir.serial_log();
     eprintln!("kvci: building {name} on {} ({}): booting the base", base.manifest.name, launch.accel.accel);
     let qemu = QEMU.locate()?;
-    let (node, took) = boot_node(&qemu, node_plan, network.take_tap(1), network.ns().clone(), network.leases(), Duration::from_secs(300))
+    let (node, took) = boot_node(&qemu, node_plan, network.take_taps(1), network.ns().clone(), network.leases(), Duration::from_secs(300))
         .await
         .with_context(|| format!("booting the base image {}", base.manifest.name))?;
     eprintln!("kvci: base ready in {:.1}s", took.as_secs_f64());

@@ -70,6 +70,15 @@ pub struct NodeMachine {
     pub uuid: Option<String>,
     /// Wait for a saved state (`-incoming defer`, then QMP `migrate-incoming`) instead of booting.
     pub incoming: bool,
+    /// kubevirtci's extra devices (its imported images).
+    pub kubevirtci: Option<KubevirtciDevices>,
+}
+
+/// What kubevirtci's `vm.sh` gives a node beyond kvci's own devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubevirtciDevices {
+    /// The emulated SR-IOV NIC (`igb`) on its own bridge.
+    pub sriov: Option<Nic>,
 }
 
 /// A virtio-net NIC backed by a tap that kvci opened.
@@ -229,6 +238,38 @@ pub fn incoming_args() -> Vec<String> {
     owned(&["-incoming", "defer"])
 }
 
+/// kubevirtci's extra devices: two sound cards (KubeVirt's host-device tests bind them to
+/// vfio-pci) and the `igb` SR-IOV NIC behind its own PCIe expander and root port. They come
+/// last and name their bus: after a `pxb-pcie`, devices without a bus would land on it.
+pub fn kubevirtci_args(d: &KubevirtciDevices) -> Vec<String> {
+    let mut v = owned(&[
+        "-audiodev",
+        "none,id=snd0",
+        "-device",
+        "intel-hda,id=hda0,bus=pcie.0",
+        "-device",
+        "hda-duplex,bus=hda0.0,audiodev=snd0",
+        "-device",
+        "ich9-intel-hda,id=hda1,bus=pcie.0",
+        "-device",
+        "hda-duplex,bus=hda1.0,audiodev=snd0",
+    ]);
+    if let Some(nic) = &d.sriov {
+        let fd = nic.tap_fd.map(|fd| fd.to_string()).unwrap_or_else(|| "-1".into());
+        v.extend([
+            "-device".into(),
+            "pxb-pcie,id=pxb0,bus_nr=128,bus=pcie.0".into(),
+            "-device".into(),
+            "pcie-root-port,id=sriov-rp0,bus=pxb0,chassis=128".into(),
+            "-netdev".into(),
+            format!("tap,id=sriov0,fd={fd},vhost=off"),
+            "-device".into(),
+            format!("igb,netdev=sriov0,mac={},bus=sriov-rp0", nic.mac),
+        ]);
+    }
+    v
+}
+
 /// The whole command line of a node (without the program name).
 pub fn node_args(m: &NodeMachine) -> Vec<String> {
     let mut v = base_args(&m.name);
@@ -256,6 +297,9 @@ pub fn node_args(m: &NodeMachine) -> Vec<String> {
     }
     if m.incoming {
         v.extend(incoming_args());
+    }
+    if let Some(d) = &m.kubevirtci {
+        v.extend(kubevirtci_args(d));
     }
     v
 }
@@ -347,6 +391,7 @@ mod tests {
             vnc: None,
             uuid: Some("0b2e8a3c-0000-4000-8000-000000000001".into()),
             incoming: true,
+            kubevirtci: None,
         };
         let args = node_args(&m);
         assert!(!args.iter().any(|a| a == "-monitor" || a.contains("mode=readline")));
@@ -356,5 +401,17 @@ mod tests {
         assert!(args.contains(&"name=opt/org.kvci/authorized_keys,file=/c/authorized_keys".to_string()));
         assert_eq!(args[..2], ["-nodefaults", "-no-user-config"]);
         assert!(args.ends_with(&["-uuid".into(), "0b2e8a3c-0000-4000-8000-000000000001".into(), "-incoming".into(), "defer".into()]));
+    }
+
+    #[test]
+    fn kubevirtci_devices_name_their_buses_and_put_igb_behind_the_expander() {
+        let args = kubevirtci_args(&KubevirtciDevices { sriov: Some(Nic { tap_fd: Some(9), mac: "52:55:00:d1:57:01".into() }) });
+        let joined = args.join(" ");
+        assert!(joined.contains("-device intel-hda,id=hda0,bus=pcie.0 -device hda-duplex,bus=hda0.0,audiodev=snd0"), "{joined}");
+        assert!(joined.contains("-device ich9-intel-hda,id=hda1,bus=pcie.0 -device hda-duplex,bus=hda1.0,audiodev=snd0"), "{joined}");
+        assert!(joined.ends_with(
+            "-device pxb-pcie,id=pxb0,bus_nr=128,bus=pcie.0 -device pcie-root-port,id=sriov-rp0,bus=pxb0,chassis=128 \
+             -netdev tap,id=sriov0,fd=9,vhost=off -device igb,netdev=sriov0,mac=52:55:00:d1:57:01,bus=sriov-rp0"
+        ), "{joined}");
     }
 }

@@ -244,7 +244,7 @@ async fn bring_up(
     let mut tasks = JoinSet::new();
     for p in plans {
         let qemu: PathBuf = qemu.to_path_buf();
-        let tap = network.take_tap(p.index);
+        let tap = network.take_taps(p.index);
         let (ns, leases) = (network.ns().clone(), network.leases());
         tasks.spawn(async move { boot::boot_node(&qemu, p, tap, ns, leases, timeout).await });
     }
@@ -285,7 +285,7 @@ async fn resume_all(
     reporter.progress(format!("resuming {} node(s) from their saved state", plans.len()));
     let mut tasks = JoinSet::new();
     for p in plans {
-        let (qemu, tap, version) = (qemu.to_path_buf(), network.take_tap(p.index), frozen.qemu_version.clone());
+        let (qemu, tap, version) = (qemu.to_path_buf(), network.take_taps(p.index), frozen.qemu_version.clone());
         tasks.spawn(async move { resume::load_node(&qemu, p, tap, &version, timeout).await });
     }
     let mut nodes = Vec::new();
