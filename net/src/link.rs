@@ -9,7 +9,7 @@ use futures_util::TryStreamExt;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, RouteMessageBuilder};
 
 use crate::egress;
-use crate::topology::{Topology, BRIDGE, BRIDGE_IP6, SRIOV_BRIDGE};
+use crate::topology::{Topology, BRIDGE, BRIDGE_IP6, BRIDGE_MAC, SRIOV_BRIDGE};
 
 /// A netlink request failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,8 @@ pub trait Netlink {
     async fn add_route(&mut self, dest: IpAddr, prefix: u8, via: Option<IpAddr>, link: &str) -> Result<(), LinkError>;
     /// Sets a link's MTU.
     async fn set_mtu(&mut self, link: &str, mtu: u32) -> Result<(), LinkError>;
+    /// Sets a link's MAC address.
+    async fn set_mac(&mut self, link: &str, mac: [u8; 6]) -> Result<(), LinkError>;
     /// Makes `link` a port of `master`.
     async fn set_master(&mut self, link: &str, master: &str) -> Result<(), LinkError>;
     /// Sets a link up.
@@ -42,6 +44,10 @@ pub trait Netlink {
 pub async fn build(nl: &mut impl Netlink, topo: &Topology) -> Result<(), LinkError> {
     nl.set_up("lo").await?;
     nl.add_bridge(BRIDGE).await?;
+    // A fixed MAC (a bridge otherwise takes its lowest port's, random per tap): a cluster
+    // resumed from frozen RAM finds its router at the same MAC and IPv6 link-local address,
+    // so the guests' neighbour caches and IPv6 default route stay right.
+    nl.set_mac(BRIDGE, BRIDGE_MAC).await?;
     nl.add_address(BRIDGE, topo.bridge_ip.into(), topo.subnet.prefix).await?;
     if topo.stack.v6() {
         nl.add_address(BRIDGE, BRIDGE_IP6.into(), 64).await?;
@@ -135,6 +141,16 @@ impl Netlink for RtNetlink {
         self.handle.route().add(message).execute().await.map_err(failed(what))
     }
 
+    async fn set_mac(&mut self, link: &str, mac: [u8; 6]) -> Result<(), LinkError> {
+        let index = self.index(link).await?;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).address(mac.to_vec()).build())
+            .execute()
+            .await
+            .map_err(failed(format!("setting {link}'s MAC")))
+    }
+
     async fn set_mtu(&mut self, link: &str, mtu: u32) -> Result<(), LinkError> {
         let index = self.index(link).await?;
         self.handle.link().set(LinkUnspec::new_with_index(index).mtu(mtu).build()).execute().await.map_err(failed(format!("setting {link}'s MTU")))
@@ -181,6 +197,10 @@ mod tests {
             self.0.push(format!("mtu {link} {mtu}"));
             Ok(())
         }
+        async fn set_mac(&mut self, link: &str, mac: [u8; 6]) -> Result<(), LinkError> {
+            self.0.push(format!("mac {link} {}", crate::topology::mac_string(&mac)));
+            Ok(())
+        }
         async fn set_master(&mut self, link: &str, master: &str) -> Result<(), LinkError> {
             self.0.push(format!("master {link} {master}"));
             Ok(())
@@ -201,6 +221,7 @@ mod tests {
             [
                 "up lo",
                 "bridge br0",
+                "mac br0 52:55:00:d1:55:00",
                 "addr br0 192.168.66.2/24",
                 "addr br0 fd00::1/64",
                 "up br0",

@@ -9,6 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub const DEFAULT_SUBNET: &str = "192.168.66.0/24";
 /// Name of the bridge inside the namespace.
 pub const BRIDGE: &str = "br0";
+/// The bridge's MAC: fixed, and the one the DHCPv6 server's DUID names.
+pub const BRIDGE_MAC: [u8; 6] = [0x52, 0x55, 0x00, 0xd1, 0x55, 0x00];
 /// The bridge of kubevirtci's emulated SR-IOV NICs (`igb`).
 pub const SRIOV_BRIDGE: &str = "br-sriov";
 /// kubevirtci's IPv6 prefix on `br0` (a /64).

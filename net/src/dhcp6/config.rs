@@ -14,7 +14,7 @@ pub const INFINITE: u32 = u32::MAX;
 /// A fixed MAC for the server's DUID: kubevirtci's node numbering with node number 00, which
 /// no node has. Fixed rather than the bridge's own MAC, which Linux changes as ports come and
 /// go unless it is set: a DUID that changes makes guests' RENEWs look meant for another server.
-pub const DEFAULT_SERVER_MAC: [u8; 6] = [0x52, 0x55, 0x00, 0xd1, 0x55, 0x00];
+pub const DEFAULT_SERVER_MAC: [u8; 6] = crate::topology::BRIDGE_MAC;
 
 /// DUID-LL (RFC 8415 §11.4) of an Ethernet MAC: type 3, hardware type 1, the MAC.
 pub fn duid_ll(mac: [u8; 6]) -> Vec<u8> {
