@@ -180,6 +180,12 @@ pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
     };
     spec.validate(HostLimits::probe())?;
     eprintln!("kvci: accelerator {}: {}", decision.accel, decision.reason);
+    if matches!(image.manifest.access, crate::image::store::Access::Kubevirtci { .. }) && decision.accel == crate::accel::Accel::Tcg {
+        eprintln!(
+            "kvci: kubevirtci's devices under TCG: the sound cards, the igb SR-IOV NIC and the IOMMU are emulated and work, \
+             slowly; kernel_irqchip=split (KVM only) is left out, and nested virtualisation (KubeVirt's VMs) is not available"
+        );
+    }
     if spec.allow_host_loopback {
         eprintln!(
             "kvci: --allow-host-loopback: guests reach every service on this host's 127.0.0.1 as {} \
