@@ -184,7 +184,7 @@ pub fn damaged_in_chain(top: &Path) -> Option<String> {
         if let Err(e) = check(&current) {
             return Some(e.to_string());
         }
-        let Some(backing) = info.backing_filename else { return None };
+        let backing = info.backing_filename?;
         let backing = Path::new(&backing);
         current = match current.parent() {
             Some(dir) if backing.is_relative() => dir.join(backing),

@@ -194,7 +194,7 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
     reporter.detach();
     let store = Store::open(&dirs.images())?;
     let freezer = FreezeContext { store: &store, image: &image, launch: &launch, dir, qemu_version };
-    let result = serve(dir, control, state, handles, state_rx, &freezer, &uuids, network.egress_pid()).await;
+    let result = serve(control, state, handles, state_rx, &freezer, &uuids, network.egress_pid()).await;
     let _ = stop_forwards.send(true);
     network.shutdown().await;
     result
@@ -354,8 +354,8 @@ async fn down(state: &mut ClusterState, handles: &[NodeHandle], timeout: Duratio
     result
 }
 
+/// Serves the control socket until `down` or a signal; `freezer.dir` is the cluster's directory.
 async fn serve(
-    dir: &ClusterDir,
     control: UnixListener,
     mut state: ClusterState,
     handles: Vec<NodeHandle>,
@@ -364,6 +364,7 @@ async fn serve(
     uuids: &[String],
     egress_pid: Option<u32>,
 ) -> Result<()> {
+    let dir = freezer.dir;
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
