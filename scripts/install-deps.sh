@@ -26,6 +26,10 @@ command -v slirp4netns >/dev/null || need+=(slirp4netns)
 command -v nft >/dev/null || need+=(nftables)
 # Tests push to the cluster registry and read kvci's OCI exports with skopeo.
 command -v skopeo >/dev/null || need+=(skopeo)
+# Egress (slirp4netns attached to the cluster's namespace, nft inside it); ping in the tests.
+command -v slirp4netns >/dev/null || need+=(slirp4netns)
+command -v nft >/dev/null || need+=(nftables)
+command -v ping >/dev/null || need+=(iputils-ping)
 
 # apt-get download (image builds) needs package lists; fresh machines may have none.
 lists_missing() { ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; }
