@@ -26,9 +26,7 @@ command -v slirp4netns >/dev/null || need+=(slirp4netns)
 command -v nft >/dev/null || need+=(nftables)
 # Tests push to the cluster registry and read kvci's OCI exports with skopeo.
 command -v skopeo >/dev/null || need+=(skopeo)
-# Egress (slirp4netns attached to the cluster's namespace, nft inside it); ping in the tests.
-command -v slirp4netns >/dev/null || need+=(slirp4netns)
-command -v nft >/dev/null || need+=(nftables)
+# ping in the benchmarks.
 command -v ping >/dev/null || need+=(iputils-ping)
 
 # apt-get download (image builds) needs package lists; fresh machines may have none.
