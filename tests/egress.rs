@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use common::outside::{Outside, TCP_REPLY, UDP_ANSWER};
 use common::{held_netns, netns_in_use, process_alive, run, stderr, TestCluster};
 
-/// The host's links, less the "outside" veths the tests of this file make side by side.
+/// The host's links, less the "outside" veths that tests and benchmarks make side by side.
 fn host_links() -> Vec<String> {
-    common::host_links().into_iter().filter(|l| !l.starts_with("kvo")).collect()
+    common::host_links().into_iter().filter(|l| !l.starts_with("kvo") && !l.starts_with("kvb")).collect()
 }
 
 fn on(name: &str, node: &str, cmd: &str) -> Output {
@@ -33,20 +33,6 @@ fn host_netfilter_and_sysctls() -> (String, Vec<String>) {
         .map(|p| std::fs::read_to_string(format!("/proc/sys/{p}")).unwrap_or_default())
         .collect();
     (String::from_utf8_lossy(&tables.stdout).into_owned(), sysctls)
-}
-
-/// The egress helpers (slirp4netns) that are children of `supervisor`.
-fn helpers_of(supervisor: u64) -> Vec<u64> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let after = stat.rsplit(')').next().unwrap_or("");
-            let comm_ok = stat.contains("(slirp4netns)");
-            comm_ok && after.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()) == Some(supervisor)
-        })
-        .collect()
 }
 
 /// Waits until `done` holds. Process exit and namespace release have no event a test can wait
@@ -92,7 +78,7 @@ fn guests_reach_the_outside_without_proxies_but_never_the_hosts_loopback() {
     let status = c.status();
     let supervisor = status["supervisor_pid"].as_u64().unwrap();
     let ns = held_netns(supervisor).unwrap();
-    let helpers = helpers_of(supervisor);
+    let helpers = common::helpers_of(supervisor);
     assert_eq!(helpers.len(), 1, "one egress helper per cluster");
 
     // No proxy anywhere in the guest's environment or files.
@@ -142,7 +128,7 @@ fn a_killed_supervisor_takes_its_egress_helper_along() {
     let status = c.status();
     let supervisor = status["supervisor_pid"].as_u64().unwrap();
     let ns = held_netns(supervisor).unwrap();
-    let helpers = helpers_of(supervisor);
+    let helpers = common::helpers_of(supervisor);
     assert_eq!(helpers.len(), 1);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     assert!(

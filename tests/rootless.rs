@@ -126,15 +126,17 @@ fn unprivileged_user_gets_the_same_cluster_and_the_host_is_untouched() {
     let s = r.status("rl-b");
     let (sup, qemu) = (s["supervisor_pid"].as_u64().unwrap(), s["nodes"][0]["pid"].as_u64().unwrap());
     let ns = held_netns(sup).expect("the supervisor holds its namespace");
+    let helpers = common::helpers_of(sup);
+    assert_eq!(helpers.len(), 1, "one egress helper");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     let gone = (0..200).any(|_| {
-        let gone = !process_alive(qemu) && !netns_in_use(&ns);
+        let gone = !process_alive(qemu) && !netns_in_use(&ns) && helpers.iter().all(|&h| !process_alive(h));
         if !gone {
             std::thread::sleep(Duration::from_millis(50));
         }
         gone
     });
-    assert!(gone, "QEMU or the namespace outlived the killed rootless supervisor");
+    assert!(gone, "QEMU, the egress helper or the namespace outlived the killed rootless supervisor");
     let out = r.kvci(&["vm", "down", "--name", "rl-b"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!std::path::Path::new(&format!("{}/.local/share/kvci/clusters/rl-b", r.home)).exists());

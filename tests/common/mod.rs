@@ -187,3 +187,17 @@ pub fn ssh_banner(port: u16) -> String {
     let n = s.read(&mut buf).unwrap();
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
+
+/// The egress helpers (slirp4netns) that are children of `supervisor`.
+pub fn helpers_of(supervisor: u64) -> Vec<u64> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after = stat.rsplit(')').next().unwrap_or("");
+            let comm_ok = stat.contains("(slirp4netns)");
+            comm_ok && after.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()) == Some(supervisor)
+        })
+        .collect()
+}
