@@ -47,7 +47,7 @@ fn two_nodes_boot_on_overlays_with_the_iommu_and_down_leaves_nothing() {
     // Each node boots from its own overlay whose backing file is the read-only base.
     let images = common::data_dir().join("images");
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(images.join("manifests/tiny.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(images.join("manifests/tiny:latest.json")).unwrap()).unwrap();
     let base = images.join("layers").join(manifest["id"].as_str().unwrap()).join("disk.qcow2");
     for node in ["node01", "node02"] {
         assert_eq!(qemu_img_backing(&c.dir().join(node).join("disk.qcow2")), base.to_str().unwrap());
