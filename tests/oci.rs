@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::kubevirtci::layout::{container_layout, gzip, tar_layer, Entry};
 use common::{data_dir, run, stderr, TestCluster};
-use sha2::{Digest, Sha256};
 
 fn ok(out: Output) -> Output {
     assert!(out.status.success(), "failed:\n{}", stderr(&out));
@@ -152,77 +151,6 @@ fn containerdisk_export_holds_the_flattened_disk_owned_by_qemu() {
         seen.push(path);
     }
     assert_eq!(seen, ["disk/", "disk/disk.qcow2"]);
-}
-
-/// One layer of a hand-made container image.
-enum Entry<'a> {
-    File(&'a str, Vec<u8>),
-    Symlink(&'a str, &'a str),
-}
-
-/// A tar of `entries`, paths written raw (so `..` survives), files 0644 root-owned.
-fn tar_layer(entries: &[Entry]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for e in entries {
-        let mut h = tar::Header::new_gnu();
-        let (path, data, kind, link) = match e {
-            Entry::File(p, d) => (*p, d.as_slice(), tar::EntryType::Regular, None),
-            Entry::Symlink(p, t) => (*p, &[][..], tar::EntryType::Symlink, Some(*t)),
-        };
-        h.set_entry_type(kind);
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
-        if let Some(t) = link {
-            h.as_old_mut().linkname[..t.len()].copy_from_slice(t.as_bytes());
-        }
-        h.set_cksum();
-        b.append(&h, data).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
-
-fn put_blob(dir: &Path, bytes: &[u8]) -> serde_json::Value {
-    let hex = format!("{:x}", Sha256::digest(bytes));
-    std::fs::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
-    serde_json::json!({ "digest": format!("sha256:{hex}"), "size": bytes.len() })
-}
-
-/// An OCI layout at `dir` of an ordinary container image with `layers` (media type, bytes),
-/// tagged `tag`, as `skopeo copy docker://… oci:DIR:TAG` writes it.
-fn container_layout(dir: &Path, layers: Vec<(&str, Vec<u8>)>, tag: &str) {
-    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let mut descs = Vec::new();
-    let mut diff_ids = Vec::new();
-    for (mt, bytes) in &layers {
-        let mut d = put_blob(dir, bytes);
-        d["mediaType"] = (*mt).into();
-        descs.push(d);
-        diff_ids.push(format!("sha256:{:x}", Sha256::digest(bytes)));
-    }
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": { "Cmd": ["/vm.sh"] },
-        "rootfs": { "type": "layers", "diff_ids": diff_ids },
-    });
-    let mut config_desc = put_blob(dir, &serde_json::to_vec(&config).unwrap());
-    config_desc["mediaType"] = "application/vnd.oci.image.config.v1+json".into();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config_desc, "layers": descs,
-    });
-    let mut m = put_blob(dir, &serde_json::to_vec(&manifest).unwrap());
-    m["mediaType"] = "application/vnd.oci.image.manifest.v1+json".into();
-    m["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": tag });
-    let index = serde_json::json!({ "schemaVersion": 2, "manifests": [m] });
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }
 
 fn qemu_img(args: &[&str], cwd: &Path) {

@@ -1,6 +1,6 @@
 //! Every shell script kvci ships (provider phases and up hooks, the tiny image's init scripts,
 //! the initramfs) passes `shellcheck` as POSIX sh — including the k8s provider, which cannot be
-//! built offline.
+//! built offline, and the kubevirtci stand-in's guest scripts (tests/common/kubevirtci).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,8 +22,10 @@ fn shipped_scripts_pass_shellcheck() {
     let mut files = Vec::new();
     scripts(&root.join("images"), &mut files);
     scripts(&root.join("firmware"), &mut files);
+    scripts(&root.join("tests/common/kubevirtci"), &mut files);
     assert!(files.len() >= 10, "found only {files:?}");
     assert!(files.iter().any(|f| f.ends_with("k8s-1.34/up/init.sh")));
+    assert!(files.iter().any(|f| f.ends_with("kubevirtci/k8s/usr/bin/kubeadm")));
     let out = Command::new("shellcheck")
         .args(["--shell=sh", "--severity=warning"])
         .args(&files)

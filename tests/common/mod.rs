@@ -1,6 +1,7 @@
 //! Shared fixture for tests that drive the real `kvci` binary with real QEMU (TCG here).
 #![allow(dead_code)]
 
+pub mod kubevirtci;
 pub mod outside;
 
 use std::io::{Read, Write};
