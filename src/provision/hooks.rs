@@ -54,10 +54,11 @@ pub struct HookCluster<'a> {
     pub token: &'a str,
 }
 
-/// Runs `image`'s up hooks on `cluster`'s nodes (inside `ns`), returning when all succeeded.
-pub async fn run(image: &Image, cluster: &HookCluster<'_>, ns: &Arc<NetNs>, key: &Path) -> Result<()> {
-    let Some(up) = &image.manifest.up else { return Ok(()) };
-    let Some((first_node, others)) = cluster.nodes.split_first() else { return Ok(()) };
+/// Runs `image`'s up hooks on `cluster`'s nodes (inside `ns`), returning when all succeeded,
+/// with the steps the hooks reported (`nodeNN NAME SECONDS`, see [`crate::provision::output::STEP`]).
+pub async fn run(image: &Image, cluster: &HookCluster<'_>, ns: &Arc<NetNs>, key: &Path) -> Result<Vec<String>> {
+    let Some(up) = &image.manifest.up else { return Ok(Vec::new()) };
+    let Some((first_node, others)) = cluster.nodes.split_first() else { return Ok(Vec::new()) };
     let script = |f: &String| image.dir.join(f);
     let env = |n: &HookNode| environment(cluster.name, cluster.nodes, n, cluster.token, cluster.stack);
     let others_script = up.others.as_ref().map(script);
@@ -66,33 +67,36 @@ pub async fn run(image: &Image, cluster: &HookCluster<'_>, ns: &Arc<NetNs>, key:
         jobs.extend(others_script.iter().flat_map(|s| others.iter().map(move |n| (n.clone(), s.clone()))));
         return run_all(jobs, &env, ns, key).await;
     }
-    run_one(first_node, &script(&up.first), &env(first_node), ns.clone(), key).await?;
+    let mut steps = run_one(first_node, &script(&up.first), &env(first_node), ns.clone(), key).await?;
     if let Some(s) = &others_script {
-        run_all(others.iter().map(|n| (n.clone(), s.clone())).collect(), &env, ns, key).await?;
+        steps.extend(run_all(others.iter().map(|n| (n.clone(), s.clone())).collect(), &env, ns, key).await?);
     }
     if let Some(last) = &up.last {
-        run_one(first_node, &script(last), &env(first_node), ns.clone(), key).await?;
+        steps.extend(run_one(first_node, &script(last), &env(first_node), ns.clone(), key).await?);
     }
-    Ok(())
+    Ok(steps)
 }
 
 /// Runs each (node, script) at the same time; the first failure is returned once all ended.
-async fn run_all(jobs: Vec<(HookNode, std::path::PathBuf)>, env: &dyn Fn(&HookNode) -> String, ns: &Arc<NetNs>, key: &Path) -> Result<()> {
+async fn run_all(jobs: Vec<(HookNode, std::path::PathBuf)>, env: &dyn Fn(&HookNode) -> String, ns: &Arc<NetNs>, key: &Path) -> Result<Vec<String>> {
     let mut set = tokio::task::JoinSet::new();
     for (n, script) in jobs {
         let (ns, key, env) = (ns.clone(), key.to_path_buf(), env(&n));
         set.spawn(async move { run_one(&n, &script, &env, ns, &key).await });
     }
-    let mut first_error = None;
+    let (mut first_error, mut steps) = (None, Vec::new());
     while let Some(r) = set.join_next().await {
-        if let Err(e) = r.context("an up hook task panicked").and_then(|r| r) {
-            first_error.get_or_insert(e);
+        match r.context("an up hook task panicked").and_then(|r| r) {
+            Ok(s) => steps.extend(s),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
     }
-    first_error.map_or(Ok(()), Err)
+    first_error.map_or(Ok(steps), Err)
 }
 
-async fn run_one(node: &HookNode, script: &Path, env: &str, ns: Arc<NetNs>, key: &Path) -> Result<()> {
+async fn run_one(node: &HookNode, script: &Path, env: &str, ns: Arc<NetNs>, key: &Path) -> Result<Vec<String>> {
     let stream = kvci_net::forward::connect_inside(ns, (node.ip, 22).into()).await.with_context(|| format!("{}: connecting to sshd", node.name))?;
     let mut s = ssh::client::connect(stream, "root", key).await?;
     let body = std::fs::read_to_string(script).with_context(|| format!("reading {}", script.display()))?;
@@ -102,13 +106,15 @@ async fn run_one(node: &HookNode, script: &Path, env: &str, ns: Arc<NetNs>, key:
     s.upload(tmp.path(), remote).await?;
     let tail = Arc::new(Mutex::new(Vec::new()));
     let prefix = format!("  {} up | ", node.name);
-    let (mut out, mut err) = (Tee::new(&prefix, tail.clone()), Tee::new(&prefix, tail.clone()));
+    let steps = Arc::new(Mutex::new(Vec::new()));
+    let (mut out, mut err) = (Tee::new(&prefix, tail.clone()).with_steps(steps.clone()), Tee::new(&prefix, tail.clone()));
     let code = s.exec_into(&format!("sh -e {remote}"), &mut out, &mut err).await?;
     let _ = s.close().await;
     if code != 0 {
         bail!("{}: up hook {} failed with exit code {code}:\n{}", node.name, script.display(), tail_lines(&tail, 20));
     }
-    Ok(())
+    let steps = steps.lock().map(|s| s.iter().map(|step| format!("{} {step}", node.name)).collect()).unwrap_or_default();
+    Ok(steps)
 }
 
 #[cfg(test)]

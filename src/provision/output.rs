@@ -14,18 +14,49 @@ pub struct Tee {
     prefix: String,
     at_line_start: bool,
     tail: Arc<Mutex<Vec<u8>>>,
+    /// Lines starting with [`STEP`] are also collected here, when set.
+    steps: Option<Arc<Mutex<Vec<String>>>>,
+    line: Vec<u8>,
 }
+
+/// How a hook reports a finished step and its duration: `kvci-step NAME SECONDS`.
+pub const STEP: &str = "kvci-step ";
 
 impl Tee {
     /// A writer that prefixes lines with `prefix` and appends to the shared `tail`.
     pub fn new(prefix: &str, tail: Arc<Mutex<Vec<u8>>>) -> Tee {
-        Tee { prefix: prefix.to_string(), at_line_start: true, tail }
+        Tee { prefix: prefix.to_string(), at_line_start: true, tail, steps: None, line: Vec::new() }
+    }
+
+    /// Also collects the `kvci-step …` lines (without the marker) into `steps`.
+    pub fn with_steps(mut self, steps: Arc<Mutex<Vec<String>>>) -> Tee {
+        self.steps = Some(steps);
+        self
     }
 }
 
 /// The last lines of what was kept.
 pub fn tail_lines(tail: &Mutex<Vec<u8>>, lines: usize) -> String {
     tail.lock().map(|t| crate::tools::tail(&t, lines)).unwrap_or_default()
+}
+
+impl Tee {
+    fn collect_step(&mut self, b: u8) {
+        if b != b'\n' {
+            // Only the start of a line matters; a long line is not kept whole.
+            if self.line.len() < 256 {
+                self.line.push(b);
+            }
+            return;
+        }
+        let line = String::from_utf8_lossy(&self.line).into_owned();
+        self.line.clear();
+        if let (Some(step), Some(steps)) = (line.strip_prefix(STEP), &self.steps) {
+            if let Ok(mut s) = steps.lock() {
+                s.push(step.trim().to_string());
+            }
+        }
+    }
 }
 
 impl AsyncWrite for Tee {
@@ -38,6 +69,9 @@ impl AsyncWrite for Tee {
             }
             out.push(b);
             self.at_line_start = b == b'\n';
+            if self.steps.is_some() {
+                self.collect_step(b);
+            }
         }
         // Terminal output is best effort; the tail is what errors report.
         let _ = std::io::stderr().write_all(&out);
@@ -62,6 +96,15 @@ impl AsyncWrite for Tee {
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn step_lines_are_collected() {
+        let (tail, steps) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+        let mut t = Tee::new("  | ", tail).with_steps(steps.clone());
+        t.write_all(b"noise\nkvci-step kubeadm-init 12.5\nmore kvci-step x 1\nkvci-st").await.unwrap();
+        t.write_all(b"ep flannel 0.4\n").await.unwrap();
+        assert_eq!(*steps.lock().unwrap(), ["kubeadm-init 12.5", "flannel 0.4"]);
+    }
 
     #[tokio::test]
     async fn tail_keeps_the_end() {

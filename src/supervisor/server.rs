@@ -175,11 +175,18 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
         let key = dir.ssh_dir().join("id_ed25519");
         let token = random_token();
         let cluster = hooks::HookCluster { name: dir.name(), nodes: &hook_nodes, stack: crate::cluster::plan::stack_word(launch.spec.stack), token: &token };
-        let hooks = hooks::run(&image, &cluster, network.ns(), &key).await;
-        if let Err(e) = hooks {
-            stop_all(nodes).await;
-            network.shutdown().await;
-            return Err(e.context("up hooks failed"));
+        match hooks::run(&image, &cluster, network.ns(), &key).await {
+            Ok(steps) => {
+                for step in steps {
+                    // `nodeNN NAME SECONDS`, as the hook printed it.
+                    reporter.progress(format!("up hook step {step}s"));
+                }
+            }
+            Err(e) => {
+                stop_all(nodes).await;
+                network.shutdown().await;
+                return Err(e.context("up hooks failed"));
+            }
         }
         reporter.progress("up hooks done");
     }
