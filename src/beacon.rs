@@ -66,6 +66,27 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         Reader { inner: BufReader::new(inner), malformed: 0 }
     }
 
+    /// Discards input up to and including the next newline, one buffer at a time; false when
+    /// the port closed first.
+    async fn skip_line(&mut self) -> std::io::Result<bool> {
+        loop {
+            let available = self.inner.fill_buf().await?;
+            if available.is_empty() {
+                return Ok(false);
+            }
+            match available.iter().position(|&b| b == b'\n') {
+                Some(at) => {
+                    self.inner.consume(at + 1);
+                    return Ok(true);
+                }
+                None => {
+                    let n = available.len();
+                    self.inner.consume(n);
+                }
+            }
+        }
+    }
+
     /// The next well-formed message, or `None` when the port closed (QEMU exited).
     pub async fn next(&mut self) -> std::io::Result<Option<Message>> {
         let mut buf = Vec::new();
@@ -77,10 +98,12 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             }
             let complete = buf.ends_with(b"\n");
             if !complete && buf.len() > MAX_LINE {
-                // Skip the rest of an oversized line.
+                // Skip the rest of an oversized line without keeping it: a guest writing one
+                // endless line must not grow the supervisor's memory.
                 self.malformed += 1;
-                let mut sink = Vec::new();
-                self.inner.read_until(b'\n', &mut sink).await?;
+                if !self.skip_line().await? {
+                    return Ok(None);
+                }
                 continue;
             }
             let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
@@ -102,6 +125,42 @@ impl<R: AsyncRead + Unpin> Reader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `len` bytes of `x` made as they are read (never held whole), then `tail`.
+    struct Endless {
+        left: usize,
+        tail: std::io::Cursor<Vec<u8>>,
+    }
+
+    impl AsyncRead for Endless {
+        fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+            if self.left == 0 {
+                return std::pin::Pin::new(&mut self.tail).poll_read(cx, buf);
+            }
+            const X: [u8; 8192] = [b'x'; 8192];
+            let n = self.left.min(buf.remaining()).min(X.len());
+            buf.put_slice(&X[..n]);
+            self.left -= n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn peak_rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_endless_line_is_skipped_in_bounded_memory() {
+        let before = peak_rss_kib();
+        let tail = b"\n{\"event\":\"ready\",\"hostname\":\"node01\"}\n".to_vec();
+        // 1 GiB: far above what other tests running in this process at the same time allocate.
+        let mut r = Reader::new(Endless { left: 1 << 30, tail: std::io::Cursor::new(tail) });
+        let m = r.next().await.unwrap().expect("the line after the endless one");
+        assert_eq!((m.event.as_str(), r.malformed), ("ready", 1));
+        let grew = peak_rss_kib().saturating_sub(before);
+        assert!(grew < 256 << 10, "skipping a 1 GiB line grew the peak RSS by {grew} KiB");
+    }
 
     #[test]
     fn guest_script_output_parses() {
