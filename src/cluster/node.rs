@@ -307,7 +307,7 @@ impl Node {
         let mut events = self.qmp.events();
         start.await.map_err(qmp_err)?;
         let wait = async {
-            while let Ok(ev) = events.recv().await {
+            while let Some(ev) = crate::qemu::qmp::next_event(&mut events).await {
                 if ev.event != "MIGRATION" {
                     continue;
                 }
@@ -337,7 +337,7 @@ impl Node {
         let mut events = self.qmp.events();
         if self.qmp.execute(&qapi::qmp::system_powerdown {}).await.is_ok() {
             let shutdown_event = async {
-                while let Ok(ev) = events.recv().await {
+                while let Some(ev) = crate::qemu::qmp::next_event(&mut events).await {
                     if ev.event == "SHUTDOWN" {
                         return;
                     }

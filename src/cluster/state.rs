@@ -44,6 +44,8 @@ pub enum NodeState {
     Stopped,
     /// QEMU exited on its own.
     Crashed,
+    /// QEMU runs but did not answer a QMP query in time.
+    Unresponsive,
 }
 
 /// A node as saved.

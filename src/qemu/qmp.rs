@@ -58,6 +58,30 @@ pub enum QmpError {
     /// The connection closed (QEMU exited).
     #[error("QMP connection closed")]
     Closed,
+    /// QEMU did not answer in time (a hung QEMU must not hang the supervisor).
+    #[error("QMP command {command} got no answer in {secs}s")]
+    Timeout {
+        /// Command name.
+        command: &'static str,
+        /// The limit, seconds.
+        secs: u64,
+    },
+}
+
+/// How long any QMP command may take to be answered. Long work (migration) is started by a
+/// command that answers at once and reported by events, so this is generous.
+pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The next event from `events`. A burst that overflowed the receiver's buffer is logged and
+/// skipped, not taken for the end of the stream; `None` only once the connection is gone.
+pub async fn next_event(events: &mut broadcast::Receiver<Event>) -> Option<Event> {
+    loop {
+        match events.recv().await {
+            Ok(ev) => return Some(ev),
+            Err(broadcast::error::RecvError::Lagged(missed)) => tracing::warn!(missed, "QMP events came faster than they were read; some were skipped"),
+            Err(broadcast::error::RecvError::Closed) => return None,
+        }
+    }
 }
 
 type Reply = Result<Value, (String, String)>;
@@ -100,7 +124,7 @@ impl Qmp {
             closed,
             greeting,
         };
-        qmp.execute_raw("qmp_capabilities", Value::Null).await?;
+        qmp.execute_raw("qmp_capabilities", Value::Null, COMMAND_TIMEOUT).await?;
         Ok(qmp)
     }
 
@@ -127,12 +151,17 @@ impl Qmp {
 
     /// Runs a typed command (one of `qapi::qmp`'s structs) and returns its typed result.
     pub async fn execute<C: qapi::Command>(&self, command: &C) -> Result<C::Ok, QmpError> {
+        self.execute_within(command, COMMAND_TIMEOUT).await
+    }
+
+    /// As [`Qmp::execute`] with another limit.
+    pub async fn execute_within<C: qapi::Command>(&self, command: &C, limit: std::time::Duration) -> Result<C::Ok, QmpError> {
         let arguments = serde_json::to_value(command).map_err(|source| QmpError::Reply { command: C::NAME, source })?;
-        let value = self.execute_raw(C::NAME, arguments).await?;
+        let value = self.execute_raw(C::NAME, arguments, limit).await?;
         serde_json::from_value(value).map_err(|source| QmpError::Reply { command: C::NAME, source })
     }
 
-    async fn execute_raw(&self, name: &'static str, arguments: Value) -> Result<Value, QmpError> {
+    async fn execute_raw(&self, name: &'static str, arguments: Value, limit: std::time::Duration) -> Result<Value, QmpError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut request = serde_json::json!({ "execute": name, "id": id });
         // Commands without arguments serialise to `{}` (or null): send none.
@@ -154,7 +183,11 @@ impl Qmp {
             self.pending.lock().expect("pending lock").remove(&id);
             return Err(if e.kind() == std::io::ErrorKind::BrokenPipe { QmpError::Closed } else { e.into() });
         }
-        match rx.await {
+        let Ok(answer) = tokio::time::timeout(limit, rx).await else {
+            self.pending.lock().expect("pending lock").remove(&id);
+            return Err(QmpError::Timeout { command: name, secs: limit.as_secs() });
+        };
+        match answer {
             Ok(Ok(v)) => Ok(v),
             Ok(Err((class, desc))) => Err(QmpError::Command { command: name, class, desc }),
             Err(_) => Err(QmpError::Closed),
@@ -254,6 +287,32 @@ mod tests {
 
     fn ok(req: &Value, ret: Value) -> String {
         serde_json::json!({"return": ret, "id": req["id"]}).to_string()
+    }
+
+    #[tokio::test]
+    async fn a_command_qemu_never_answers_times_out_and_the_connection_goes_on() {
+        let (a, b) = UnixStream::pair().unwrap();
+        tokio::spawn(fake_peer(b, |req| match req["execute"].as_str().unwrap() {
+            "qmp_capabilities" => vec![ok(req, serde_json::json!({}))],
+            "stop" => vec![],
+            _ => vec![ok(req, serde_json::json!({"running": true, "status": "running"}))],
+        }));
+        let qmp = Qmp::handshake(a).await.unwrap();
+        let err = qmp.execute_within(&qapi::qmp::stop {}, std::time::Duration::from_millis(200)).await.unwrap_err();
+        assert!(matches!(err, QmpError::Timeout { command: "stop", .. }), "{err:?}");
+        assert!(qmp.execute(&qapi::qmp::query_status {}).await.unwrap().running, "later commands still work");
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_events_is_skipped_not_taken_for_the_end() {
+        let (tx, mut rx) = broadcast::channel(2);
+        for i in 0..5 {
+            tx.send(Event { event: format!("E{i}"), data: Value::Null }).unwrap();
+        }
+        assert_eq!(next_event(&mut rx).await.unwrap().event, "E3", "the oldest were dropped, the rest read");
+        assert_eq!(next_event(&mut rx).await.unwrap().event, "E4");
+        drop(tx);
+        assert!(next_event(&mut rx).await.is_none());
     }
 
     #[tokio::test]

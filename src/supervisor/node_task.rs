@@ -64,6 +64,9 @@ impl NodeHandle {
     }
 }
 
+/// How long a node's status query may take.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn node_task(mut node: Node, mut rx: mpsc::Receiver<NodeCmd>, state_tx: mpsc::Sender<(String, NodeState)>) {
     let mut exited = false;
     loop {
@@ -73,11 +76,14 @@ async fn node_task(mut node: Node, mut rx: mpsc::Receiver<NodeCmd>, state_tx: mp
                     let (state, qemu_status) = if exited {
                         (NodeState::Crashed, None)
                     } else {
-                        match node.qmp().execute(&qapi::qmp::query_status {}).await {
+                        // `vm status` must answer quickly even when one QEMU does not.
+                        match node.qmp().execute_within(&qapi::qmp::query_status {}, STATUS_TIMEOUT).await {
                             Ok(s) => {
                                 let text = serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(String::from));
                                 (if s.running { NodeState::Running } else { NodeState::Paused }, text)
                             }
+                            // A failed query is not a crash while QEMU still runs.
+                            Err(_) if node.alive() => (NodeState::Unresponsive, None),
                             Err(_) => (NodeState::Crashed, None),
                         }
                     };
