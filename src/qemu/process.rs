@@ -43,6 +43,11 @@ impl QemuProcess {
             .stdout(log.try_clone().map_err(err)?)
             .stderr(log);
         let parent = nix::unistd::getpid();
+        if nix::unistd::gettid() != parent {
+            // PR_SET_PDEATHSIG fires when the spawning *thread* ends: from a short-lived thread
+            // QEMU would be killed early, and from a pool thread it may outlive its cluster.
+            tracing::warn!("QEMU spawned from a thread other than the main one: it dies with that thread");
+        }
         let fds = pass_fds.to_vec();
         // SAFETY: the hook runs between fork and exec in the child and only makes
         // async-signal-safe system calls (prctl, getppid, setsid, fcntl); it allocates nothing
@@ -52,7 +57,8 @@ impl QemuProcess {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 // The parent may have died before prctl took effect.
                 if nix::unistd::getppid() != parent {
-                    return Err(std::io::Error::other("supervisor exited during spawn"));
+                    // No allocation between fork and exec: an errno, not a message.
+                    return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
                 }
                 nix::unistd::setsid()?;
                 for &fd in &fds {
