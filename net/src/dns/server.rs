@@ -162,4 +162,4 @@ pub fn upstreams_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
 #[cfg(test)]
 mod fast_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -5,24 +5,9 @@ use hickory_server::proto::rr::rdata::{A, AAAA, PTR};
 use hickory_server::proto::rr::{DNSClass, Name, RData, RecordType};
 
 use super::*;
-use crate::dns::ClusterZone;
 
-pub(super) fn zone() -> ClusterZone {
-    ClusterZone {
-        cluster: "kvci".into(),
-        hosts: vec![
-            ("node01".into(), Ipv4Addr::new(192, 168, 66, 101)),
-            ("node02".into(), Ipv4Addr::new(192, 168, 66, 102)),
-            ("registry".into(), Ipv4Addr::new(192, 168, 66, 2)),
-            ("nfs".into(), Ipv4Addr::new(192, 168, 66, 2)),
-        ],
-        hosts6: vec![
-            ("node01".into(), "fd00::101".parse().unwrap()),
-            ("registry".into(), "fd00::1".parse().unwrap()),
-            ("nfs".into(), "fd00::1".parse().unwrap()),
-        ],
-    }
-}
+/// The same zone the server's tests answer from, so both paths are compared on one zone.
+pub(super) use crate::dns::server::tests::zone;
 
 pub(super) fn table() -> FastAnswers {
     FastAnswers::new(&zone().zones().unwrap()).unwrap()

@@ -28,7 +28,7 @@ pub(super) struct Running {
 }
 
 /// node01 and the bridge names have IPv6 addresses, node02 has none.
-pub(super) fn zone() -> ClusterZone {
+pub(crate) fn zone() -> ClusterZone {
     ClusterZone {
         cluster: "kvci".into(),
         hosts: vec![
