@@ -3,6 +3,7 @@
 //! and the port forwarder that gives the host access. Nothing here knows about QEMU; the
 //! supervisor hands taps to it as fds.
 
+mod datagram;
 pub mod dhcp;
 pub mod dhcp6;
 pub mod dns;

@@ -74,20 +74,8 @@ async fn serve_to(
 ) -> io::Result<()> {
     // Room for any UDP datagram: a truncated packet could decode as a different, valid one.
     let mut buf = vec![0u8; 65_536];
-    loop {
-        if *stop.borrow_and_update() {
-            return Ok(());
-        }
-        let (len, peer) = tokio::select! {
-            changed = stop.changed() => {
-                // A dropped sender means the owner is gone and nobody could stop us later.
-                if changed.is_err() {
-                    return Ok(());
-                }
-                continue;
-            }
-            received = socket.recv_from(&mut buf) => received?,
-        };
+    while let Some(received) = crate::datagram::next(&socket, &mut buf, &mut stop).await {
+        let (len, peer) = received?;
         let packet = buf.get(..len).unwrap_or_default();
         let outcome = {
             // The state is only counters, so a panic elsewhere while holding the lock must not
@@ -106,6 +94,7 @@ async fn serve_to(
             Outcome::Ignore(why) => tracing::trace!(%peer, why, "no DHCP reply"),
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -59,20 +59,8 @@ pub(super) async fn serve_to(
 ) -> io::Result<()> {
     // Room for any UDP datagram: a truncated message could parse as a different, valid one.
     let mut buf = vec![0u8; 65_536];
-    loop {
-        if *stop.borrow_and_update() {
-            return Ok(());
-        }
-        let (len, peer) = tokio::select! {
-            changed = stop.changed() => {
-                // A dropped sender means the owner is gone and nobody could stop us later.
-                if changed.is_err() {
-                    return Ok(());
-                }
-                continue;
-            }
-            received = socket.recv_from(&mut buf) => received?,
-        };
+    while let Some(received) = crate::datagram::next(&socket, &mut buf, &mut stop).await {
+        let (len, peer) = received?;
         // An IPv6-only socket: anything else would be a kernel surprise, not a client.
         let SocketAddr::V6(peer) = peer else { continue };
         let packet = buf.get(..len).unwrap_or_default();
@@ -89,6 +77,7 @@ pub(super) async fn serve_to(
             Err(e) => tracing::warn!(%dest, error = %e, "cannot send DHCPv6 reply"),
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
