@@ -28,6 +28,8 @@ command -v nft >/dev/null || need+=(nftables)
 command -v skopeo >/dev/null || need+=(skopeo)
 # ping in the benchmarks.
 command -v ping >/dev/null || need+=(iputils-ping)
+# The kubevirtci stand-in's kubectl, copied to the host by cluster-up, talks HTTP with curl.
+command -v curl >/dev/null || need+=(curl)
 
 # apt-get download (image builds) needs package lists; fresh machines may have none.
 lists_missing() { ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; }

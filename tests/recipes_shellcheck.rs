@@ -33,3 +33,21 @@ fn shipped_scripts_pass_shellcheck() {
         .expect("shellcheck (Debian package `shellcheck`, installed by scripts/install-deps.sh)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// kvci's `cluster-up/` folder (bash, like kubevirtci's), with the files it sources followed.
+#[test]
+fn cluster_up_scripts_pass_shellcheck_as_bash() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("images/kubevirtci/cluster-up");
+    let mut files = Vec::new();
+    for sub in ["", "hack", "cluster"] {
+        for e in std::fs::read_dir(dir.join(sub)).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".sh") || name.ends_with(".sh.in") {
+                files.push(Path::new(sub).join(name));
+            }
+        }
+    }
+    assert!(files.len() >= 12, "found only {files:?}");
+    let out = Command::new("shellcheck").args(["-x", "--shell=bash"]).args(&files).current_dir(&dir).output().expect("shellcheck");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}

@@ -5,6 +5,7 @@ mod down;
 mod freeze;
 mod image;
 mod kubeconfig;
+mod kubevirtci;
 mod logs;
 mod ls;
 mod output;
@@ -58,6 +59,9 @@ enum Command {
     /// The frozen image store: build and list images
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// kubevirtci compatibility: its `cluster-up/` scripts and gocli's verbs, on kvci
+    #[command(subcommand)]
+    Kubevirtci(kubevirtci::KubevirtciCommand),
     /// Internal: the background process that owns a cluster (started by `vm up`)
     #[command(hide = true)]
     Supervise {
@@ -113,22 +117,51 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     if crate::rootless::needed() {
         crate::rootless::enter()?;
     }
-    match cli.command {
-        Command::Vm(VmCommand::Up(a)) => up::run(&dirs, a),
-        Command::Vm(VmCommand::Down(a)) => down::run(&dirs, a),
-        Command::Vm(VmCommand::Status(a)) => status::run(&dirs, a),
-        Command::Vm(VmCommand::Ls(a)) => ls::run(&dirs, a),
-        Command::Vm(VmCommand::Console(a)) => console::run(&dirs, a),
-        Command::Vm(VmCommand::Logs(a)) => logs::run(&dirs, a),
-        Command::Vm(VmCommand::Freeze(a)) => freeze::run(&dirs, a),
-        Command::Vm(VmCommand::Ports(a)) => ports::run(&dirs, a),
-        Command::Vm(VmCommand::SshConfig(a)) => ssh_config::run(&dirs, a),
-        Command::Vm(VmCommand::Kubeconfig(a)) => kubeconfig::run(&dirs, a),
-        Command::Vm(VmCommand::Ssh(a)) => ssh::run_ssh(&dirs, a),
-        Command::Vm(VmCommand::Scp(a)) => ssh::run_scp(&dirs, a),
-        Command::Image(c) => image::run(&dirs, c),
+    dispatch(&dirs, cli.command)
+}
+
+/// Runs one of kvci's own commands given as words, e.g. `["vm", "up", "--name", "x"]`: the
+/// kubevirtci layer drives `vm up`, `image pull`… this way, with the checks and output a user
+/// of those commands gets.
+pub(crate) fn run_words(dirs: &Dirs, words: &[String]) -> Result<ExitCode> {
+    let parsed = Words::try_parse_from(words).map_err(|e| anyhow::anyhow!("kvci {}: {e}", words.join(" ")))?;
+    dispatch(dirs, parsed.command)
+}
+
+/// `kvci vm up` words parsed as that command's arguments (without running it).
+pub(crate) fn parse_up(words: &[String]) -> Result<up::UpArgs> {
+    let Command::Vm(VmCommand::Up(a)) = Words::try_parse_from(words).map_err(|e| anyhow::anyhow!("kvci {}: {e}", words.join(" ")))?.command else {
+        anyhow::bail!("not a `vm up` command: {}", words.join(" "));
+    };
+    Ok(a)
+}
+
+/// A kvci command line without the program name.
+#[derive(Debug, Parser)]
+#[command(name = "kvci", no_binary_name = true)]
+struct Words {
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn dispatch(dirs: &Dirs, command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Vm(VmCommand::Up(a)) => up::run(dirs, a),
+        Command::Vm(VmCommand::Down(a)) => down::run(dirs, a),
+        Command::Vm(VmCommand::Status(a)) => status::run(dirs, a),
+        Command::Vm(VmCommand::Ls(a)) => ls::run(dirs, a),
+        Command::Vm(VmCommand::Console(a)) => console::run(dirs, a),
+        Command::Vm(VmCommand::Logs(a)) => logs::run(dirs, a),
+        Command::Vm(VmCommand::Freeze(a)) => freeze::run(dirs, a),
+        Command::Vm(VmCommand::Ports(a)) => ports::run(dirs, a),
+        Command::Vm(VmCommand::SshConfig(a)) => ssh_config::run(dirs, a),
+        Command::Vm(VmCommand::Kubeconfig(a)) => kubeconfig::run(dirs, a),
+        Command::Vm(VmCommand::Ssh(a)) => ssh::run_ssh(dirs, a),
+        Command::Vm(VmCommand::Scp(a)) => ssh::run_scp(dirs, a),
+        Command::Image(c) => image::run(dirs, c),
+        Command::Kubevirtci(c) => kubevirtci::run(dirs, c),
         Command::Supervise { name } => {
-            crate::supervisor::server::run(&dirs, &name, crate::supervisor::server::Reporter::Pipe)?;
+            crate::supervisor::server::run(dirs, &name, crate::supervisor::server::Reporter::Pipe)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -114,6 +114,20 @@ fn check_frozen(a: &UpArgs, f: &crate::image::store::FrozenManifest, memory: Opt
     Ok(())
 }
 
+/// Why `a` cannot resume the frozen cluster `f`, if it cannot (kubevirtci's `run` then boots
+/// the provider's cold image instead).
+pub fn frozen_refusal(a: &UpArgs, f: &crate::image::store::FrozenManifest) -> Option<String> {
+    let memory = match a.memory.as_deref().map(config::parse_memory).transpose() {
+        Ok(m) => m,
+        Err(e) => return Some(e.to_string()),
+    };
+    let decision = match accel::decide(a.accel, &KvmFacts::probe()) {
+        Ok(d) => d,
+        Err(e) => return Some(e.to_string()),
+    };
+    check_frozen(a, f, memory, &decision).err().map(|e| e.to_string())
+}
+
 /// An absolute `--registry-dir` (the supervisor may run elsewhere), created now so a path that
 /// cannot be a directory fails `up` before anything boots.
 fn registry_dir(dir: &std::path::Path) -> Result<std::path::PathBuf> {

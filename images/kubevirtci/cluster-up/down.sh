@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# kvci's drop-in for kubevirtci's cluster-up/down.sh: takes the provider's cluster down.
+
+if [ -z "$KUBEVIRTCI_PATH" ]; then
+    KUBEVIRTCI_PATH="$(
+        cd "$(dirname "${BASH_SOURCE[0]}")/" || exit
+        echo "$(pwd)/"
+    )"
+fi
+
+# shellcheck source=hack/common.sh
+source "${KUBEVIRTCI_PATH}hack/common.sh"
+# shellcheck source=cluster/kvci-provider.sh
+source "${KUBEVIRTCI_CLUSTER_PATH}/$KUBEVIRT_PROVIDER/provider.sh"
+down

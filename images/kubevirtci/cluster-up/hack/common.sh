@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# kvci's cluster-up: the paths, variables and defaults of kubevirtci's hack/common.sh, exported
+# so that kvci reads them. Written by `kvci kubevirtci cluster-up`; KVCI_BIN is the kvci to run.
+
+if [ -z "$KUBEVIRTCI_PATH" ]; then
+    KUBEVIRTCI_PATH="$(
+        cd "$(dirname "${BASH_SOURCE[0]}")/../" || exit
+        echo "$(pwd)/"
+    )"
+fi
+
+if [ -z "$KUBEVIRTCI_CONFIG_PATH" ]; then
+    KUBEVIRTCI_CONFIG_PATH="$(
+        cd "$(dirname "${BASH_SOURCE[0]}")/../../" || exit
+        echo "$(pwd)/_ci-configs"
+    )"
+fi
+export KUBEVIRTCI_PATH KUBEVIRTCI_CONFIG_PATH
+
+KVCI_BIN=${KVCI_BIN:-@KVCI_BIN@}
+export KVCI_BIN
+
+KUBEVIRTCI_CLUSTER_PATH=${KUBEVIRTCI_CLUSTER_PATH:-${KUBEVIRTCI_PATH}/cluster}
+KUBEVIRT_PROVIDER=${KUBEVIRT_PROVIDER:-k8s-1.36}
+KUBEVIRT_NUM_NODES=${KUBEVIRT_NUM_NODES:-1}
+KUBEVIRT_NUM_NUMA_NODES=${KUBEVIRT_NUM_NUMA_NODES:-1}
+KUBEVIRT_NUM_VCPU=${KUBEVIRT_NUM_VCPU:-6}
+KUBEVIRT_MEMORY_SIZE=${KUBEVIRT_MEMORY_SIZE:-5120M}
+KUBEVIRT_NUM_SECONDARY_NICS=${KUBEVIRT_NUM_SECONDARY_NICS:-0}
+KUBEVIRT_SECONDARY_NIC_BRIDGES=${KUBEVIRT_SECONDARY_NIC_BRIDGES:-false}
+KUBEVIRT_SINGLE_STACK=${KUBEVIRT_SINGLE_STACK:-false}
+KUBEVIRT_FLANNEL=${KUBEVIRT_FLANNEL:-true}
+KUBEVIRT_CGROUPV2=${KUBEVIRT_CGROUPV2:-true}
+KUBEVIRT_DEPLOY_CDI=${KUBEVIRT_DEPLOY_CDI:-false}
+export KUBEVIRT_PROVIDER KUBEVIRT_NUM_NODES KUBEVIRT_NUM_NUMA_NODES KUBEVIRT_NUM_VCPU KUBEVIRT_MEMORY_SIZE \
+    KUBEVIRT_NUM_SECONDARY_NICS KUBEVIRT_SECONDARY_NIC_BRIDGES KUBEVIRT_SINGLE_STACK KUBEVIRT_FLANNEL \
+    KUBEVIRT_CGROUPV2 KUBEVIRT_DEPLOY_CDI
+
+# As kubevirtci: on a developer machine (no JOB_NAME) the OpenShift API gets host port 8443.
+if [ -z "${JOB_NAME}" ]; then
+    KUBEVIRT_PROVIDER_EXTRA_ARGS="${KUBEVIRT_PROVIDER_EXTRA_ARGS} --ocp-port 8443"
+fi
+export KUBEVIRT_PROVIDER_EXTRA_ARGS
+
+# shellcheck disable=SC2034 # used by the scripts that source this one
+provider_prefix=${KUBEVIRT_PROVIDER}
+# shellcheck disable=SC2034
+job_prefix=${JOB_NAME:-kubevirt}${EXECUTOR_NUMBER}
+
+mkdir -p "$KUBEVIRTCI_CONFIG_PATH/$KUBEVIRT_PROVIDER"
