@@ -161,7 +161,7 @@ fn dispatch(dirs: &Dirs, command: Command) -> Result<ExitCode> {
         Command::Image(c) => image::run(dirs, c),
         Command::Kubevirtci(c) => kubevirtci::run(dirs, c),
         Command::Supervise { name } => {
-            crate::supervisor::server::run(dirs, &name, crate::supervisor::server::Reporter::Pipe)?;
+            crate::supervisor::server::run(dirs, &name, crate::supervisor::server::Reporter::Pipe, None)?;
             Ok(ExitCode::SUCCESS)
         }
     }

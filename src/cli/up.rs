@@ -148,9 +148,14 @@ pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
     let decision = accel::decide(a.accel, &KvmFacts::probe())?;
     let dir = ClusterDir::new(dirs, &a.name);
     dir.check_socket_paths().map_err(anyhow::Error::msg)?;
-    if teardown::supervisor_alive(&dir)? {
-        bail!("cluster {:?} is already running: see `kvci vm status --name {0}`, or take it down with `kvci vm down --name {0}`", a.name);
-    }
+    // The cluster's lock, held from here on and handed to the supervisor: of two `vm up` of one
+    // name, exactly one gets past this line.
+    let Some(lock) = teardown::try_lock(&dir)? else {
+        bail!(
+            "cluster {:?} is already running or being started: see `kvci vm status --name {0}`, or take it down with `kvci vm down --name {0}`",
+            a.name
+        );
+    };
 
     let image = crate::image::resolve(dirs, &a.image)?;
     let spec = ClusterSpec {
@@ -208,7 +213,7 @@ pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
         );
     }
 
-    let stale = teardown::remove_stale(&dir)?;
+    let stale = teardown::remove_stale_held(&dir, &lock)?;
     if !stale.is_empty() {
         eprintln!("kvci: cleaned up a dead earlier run of {:?} (killed QEMU pids {stale:?})", a.name);
     }
@@ -217,10 +222,10 @@ pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
     std::fs::write(dir.launch(), serde_json::to_vec_pretty(&launch)?)?;
 
     if a.foreground {
-        server::run(dirs, &a.name, server::Reporter::Terminal)?;
+        server::run(dirs, &a.name, server::Reporter::Terminal, Some(lock))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let status = spawn::spawn_and_wait(dirs, &dir)?;
+    let status = spawn::spawn_and_wait(dirs, &dir, lock)?;
     match a.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         Output::Table => {

@@ -1,7 +1,7 @@
 //! Where one cluster's files live: `<data>/clusters/<name>/`, one subdirectory per node.
 //!
 //! ```text
-//! launch.json  state.json  lock  supervisor.sock  supervisor.log
+//! launch.json  state.json  supervisor.sock  supervisor.log  (the lock: clusters/.locks/NAME.lock)
 //! ssh/{id_ed25519, id_ed25519.pub}
 //! node01/{disk.qcow2, serial.log, qemu.log, qmp.sock, console.sock, beacon.sock, agent.sock, vnc.sock}
 //! ```
@@ -53,9 +53,11 @@ impl ClusterDir {
     pub fn state(&self) -> PathBuf {
         self.root.join("state.json")
     }
-    /// Held (flock) by the live supervisor.
+    /// Held (flock) by whoever owns the cluster: `vm up` while it prepares, then the supervisor
+    /// it hands the lock to. It lives beside the cluster directories, not in the one it guards
+    /// (that directory is removed and re-created under it), and is never removed.
     pub fn lock(&self) -> PathBuf {
-        self.root.join("lock")
+        self.root.parent().unwrap_or(&self.root).join(".locks").join(format!("{}.lock", self.name))
     }
     /// The supervisor's control socket.
     pub fn control_socket(&self) -> PathBuf {

@@ -13,9 +13,17 @@ use nix::unistd::Pid;
 use crate::cluster::layout::ClusterDir;
 use crate::cluster::state::ClusterState;
 
-/// Takes the cluster's lock without waiting: `None` when a live supervisor holds it.
+/// The environment variable through which `vm up` hands its held cluster lock to the supervisor
+/// it starts (an inherited fd number).
+pub const LOCK_FD_ENV: &str = "KVCI_CLUSTER_LOCK_FD";
+
+/// Takes the cluster's lock without waiting: `None` when another owner (a live supervisor, or a
+/// `vm up` preparing the cluster) holds it.
 pub fn try_lock(dir: &ClusterDir) -> Result<Option<Flock<File>>> {
     let path = dir.lock();
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
     let f = File::options().create(true).truncate(false).write(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
     match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(Some(lock)),
@@ -32,16 +40,60 @@ pub fn supervisor_alive(dir: &ClusterDir) -> Result<bool> {
     Ok(try_lock(dir)?.is_none())
 }
 
+/// The lock `vm up` handed down (see [`LOCK_FD_ENV`]), checked to be this cluster's lock file
+/// and held: `None` when the variable is unset.
+pub fn inherited_lock(dir: &ClusterDir) -> Result<Option<Flock<File>>> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(fd) = std::env::var(LOCK_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else { return Ok(None) };
+    let path = dir.lock();
+    let want = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+    let got = nix::sys::stat::fstat(fd)
+        .with_context(|| format!("{LOCK_FD_ENV}={fd} is not an open file"))?;
+    if got.st_dev != want.dev() || got.st_ino != want.ino() {
+        anyhow::bail!("{LOCK_FD_ENV}={fd} is not {}", path.display());
+    }
+    // Not to be inherited further: a QEMU or helper outliving the supervisor must not keep the
+    // cluster locked.
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).context("closing the lock on exec")?;
+    // SAFETY: the fd is open (fstat answered), is the lock file, and nothing else in this process
+    // owns it: it was inherited for exactly this.
+    let file = unsafe { File::from_raw_fd(fd) };
+    // Our open file description already holds the lock: this only confirms it.
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, e)) => Err(e).with_context(|| format!("the inherited lock on {} is not held", path.display())),
+    }
+}
+
+/// Lets `cmd` inherit `lock` and tells it so through [`LOCK_FD_ENV`]: both then hold the same
+/// lock, which stays held until the last of them exits.
+pub fn hand_down(lock: &Flock<File>, cmd: &mut std::process::Command) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = lock.as_raw_fd();
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).context("letting the supervisor inherit the cluster lock")?;
+    cmd.env(LOCK_FD_ENV, fd.to_string());
+    Ok(())
+}
+
 /// Removes a dead cluster's leftovers. Returns the QEMU pids it had to kill.
 /// Refuses (returns an error) when a live supervisor still owns the cluster.
 pub fn remove_stale(dir: &ClusterDir) -> Result<Vec<u32>> {
     if !dir.exists() {
         return Ok(Vec::new());
     }
-    let _lock = match try_lock(dir)? {
+    let lock = match try_lock(dir)? {
         Some(l) => l,
         None => anyhow::bail!("cluster {:?} has a live supervisor", dir.name()),
     };
+    remove_stale_held(dir, &lock)
+}
+
+/// [`remove_stale`] for a caller that already holds the cluster's lock.
+pub fn remove_stale_held(dir: &ClusterDir, _lock: &Flock<File>) -> Result<Vec<u32>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
     let mut killed = Vec::new();
     if let Ok(state) = ClusterState::load(&dir.state()) {
         for node in &state.nodes {

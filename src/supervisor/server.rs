@@ -76,19 +76,30 @@ impl Reporter {
     }
 }
 
-/// Runs the supervisor of cluster `name` to the end (down, signal or failed bring-up).
-pub fn run(dirs: &Dirs, name: &str, reporter: Reporter) -> Result<()> {
+/// The held lock of a cluster.
+pub type ClusterLock = nix::fcntl::Flock<std::fs::File>;
+
+/// Runs the supervisor of cluster `name` to the end (down, signal or failed bring-up), holding
+/// `lock` if the caller took it (else the one `vm up` handed down, else its own).
+pub fn run(dirs: &Dirs, name: &str, reporter: Reporter, lock: Option<ClusterLock>) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     let dir = ClusterDir::new(dirs, name);
-    let result = rt.block_on(supervise(dirs, &dir, &reporter));
+    let result = rt.block_on(supervise(dirs, &dir, &reporter, lock));
     if let Err(e) = &result {
         reporter.send(&LaunchEvent::Failed { message: format!("{e:#}") });
     }
     result
 }
 
-async fn supervise(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) -> Result<()> {
-    let _lock = teardown::try_lock(dir)?.ok_or_else(|| anyhow!("cluster {:?} is already running", dir.name()))?;
+async fn supervise(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter, lock: Option<ClusterLock>) -> Result<()> {
+    // `vm up` hands down the lock it took (inherited, or given here with --foreground).
+    let _lock = match lock {
+        Some(lock) => lock,
+        None => match teardown::inherited_lock(dir)? {
+            Some(lock) => lock,
+            None => teardown::try_lock(dir)?.ok_or_else(|| anyhow!("cluster {:?} is already running", dir.name()))?,
+        },
+    };
     let result = launch_and_serve(dirs, dir, reporter).await;
     if result.is_err() {
         // A failed bring-up leaves nothing: QEMUs are gone by now, the namespace with them.

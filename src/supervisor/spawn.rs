@@ -12,7 +12,9 @@ use crate::supervisor::protocol::{ClusterStatus, LaunchEvent};
 
 /// Starts `kvci supervise` detached (own session, stdin closed, log to `supervisor.log`) and
 /// returns once it reports the cluster ready, printing its progress on the way.
-pub fn spawn_and_wait(dirs: &Dirs, dir: &ClusterDir) -> Result<ClusterStatus> {
+/// The cluster's `lock` is handed down: the supervisor holds it from its first instruction, and
+/// it stays held when `vm up` exits.
+pub fn spawn_and_wait(dirs: &Dirs, dir: &ClusterDir, lock: crate::supervisor::server::ClusterLock) -> Result<ClusterStatus> {
     let exe = std::env::current_exe().context("finding the kvci executable")?;
     let log = std::fs::File::create(dir.supervisor_log()).context("creating the supervisor log")?;
     let mut cmd = Command::new(exe);
@@ -22,11 +24,14 @@ pub fn spawn_and_wait(dirs: &Dirs, dir: &ClusterDir) -> Result<ClusterStatus> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log);
+    crate::cluster::teardown::hand_down(&lock, &mut cmd)?;
     // SAFETY: between fork and exec the hook only calls setsid(2), which is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
     }
     let mut child = cmd.spawn().context("starting the supervisor")?;
+    // The supervisor holds the lock now (the same open file); this process lets go of its copy.
+    drop(lock);
     let stdout = child.stdout.take().context("supervisor stdout")?;
     for line in BufReader::new(stdout).lines() {
         let line = line.context("reading the supervisor's progress")?;
