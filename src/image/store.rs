@@ -251,6 +251,7 @@ impl Store {
         }
         let store = Store { root: root.to_path_buf() };
         store.tag_untagged_manifests()?;
+        store.sweep_staging();
         Ok(store)
     }
 
@@ -294,7 +295,41 @@ impl Store {
 
     /// A fresh staging directory on the store's filesystem, removed when dropped.
     pub fn staging(&self) -> Result<tempfile::TempDir> {
-        tempfile::Builder::new().prefix("build-").tempdir_in(self.root.join("staging")).context("creating a staging directory")
+        self.staging_for("build")
+    }
+
+    /// A fresh staging directory named `KIND-PID-START-…` after this process (pid and start
+    /// time), so that once the process is gone (Ctrl-C, `kill -9`) the next [`Store::open`]
+    /// knows the directory is nobody's and removes it.
+    pub fn staging_for(&self, kind: &str) -> Result<tempfile::TempDir> {
+        let pid = std::process::id();
+        let prefix = format!("{kind}-{pid}-{}-", process_start(pid).unwrap_or(0));
+        tempfile::Builder::new().prefix(&prefix).tempdir_in(self.root.join("staging")).context("creating a staging directory")
+    }
+
+    /// Removes staging directories whose process is gone; directories of older kvci versions
+    /// (no pid in the name) once they are a day old. Says what it freed.
+    fn sweep_staging(&self) {
+        let Ok(entries) = std::fs::read_dir(self.root.join("staging")) else { return };
+        let (mut count, mut bytes) = (0, 0u64);
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stale = match staging_owner(&name) {
+                Some((pid, start)) => process_start(pid) != Some(start),
+                None => e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 24 * 3600)),
+            };
+            if stale {
+                let path = e.path();
+                bytes += tree_size(&path);
+                make_writable(&path);
+                if std::fs::remove_dir_all(&path).is_ok() || std::fs::remove_file(&path).is_ok() {
+                    count += 1;
+                }
+            }
+        }
+        if count > 0 {
+            eprintln!("kvci: removed {count} staging director{} ({} MiB) left by interrupted builds", if count == 1 { "y" } else { "ies" }, bytes >> 20);
+        }
     }
 
     /// The image called `name`, if its manifest and layer are there.
@@ -365,7 +400,10 @@ impl Store {
             // Each layer keeps its own manifest, so parent chains survive renames and `rm`.
             std::fs::write(staged.join("manifest.json"), serde_json::to_vec_pretty(&manifest)?)?;
             read_only(staged)?;
+            // On disk before it has its name: a crash must not leave a named, torn layer.
+            sync_tree(staged)?;
             std::fs::rename(staged, &dir).with_context(|| format!("moving {} into the store", staged.display()))?;
+            File::open(self.root.join("layers"))?.sync_all()?;
         }
         Ok(dir)
     }
@@ -469,6 +507,49 @@ fn read_only(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// fsyncs every file and directory under `dir`, and `dir` itself.
+fn sync_tree(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let p = e.path();
+        let kind = e.file_type()?;
+        if kind.is_dir() {
+            sync_tree(&p)?;
+        } else if kind.is_file() {
+            File::open(&p).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", p.display()))?;
+        }
+    }
+    File::open(dir).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", dir.display()))?;
+    Ok(())
+}
+
+/// The owner of a staging directory named by [`Store::staging_for`]: its pid and start time.
+fn staging_owner(name: &str) -> Option<(u32, u64)> {
+    let mut parts = name.splitn(4, '-');
+    let (_kind, pid, start) = (parts.next()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    parts.next()?;
+    Some((pid, start))
+}
+
+/// A process's start time (clock ticks since boot, `/proc/PID/stat` field 22): with the pid it
+/// names one process, whatever pids get reused.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (which may hold spaces and parentheses), field 3 onwards.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Bytes a tree takes on disk (what a sweep frees).
+fn tree_size(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    let own = meta.blocks() * 512;
+    if !meta.is_dir() {
+        return own;
+    }
+    own + std::fs::read_dir(path).map(|d| d.flatten().map(|e| tree_size(&e.path())).sum()).unwrap_or(0)
+}
+
 /// Undoes [`read_only`] so a layer can be deleted.
 fn make_writable(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -510,6 +591,31 @@ mod tests {
         let mut m = manifest(name, id);
         m.parent = parent.map(String::from);
         store.commit(&staged.keep(), m).unwrap();
+    }
+
+    #[test]
+    fn staging_of_dead_processes_is_swept_on_open_and_live_ones_stay() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let live = store.staging().unwrap();
+        std::fs::write(live.path().join("disk.qcow2"), b"x").unwrap();
+        // A dead owner: pid 1's start time is not 1, and a pid that cannot exist.
+        for dead in ["build-1-1-abc", "work-4194305-7-xyz"] {
+            let d = root.path().join("staging").join(dead);
+            std::fs::create_dir_all(d.join("sub")).unwrap();
+            std::fs::write(d.join("sub/f"), b"y").unwrap();
+            std::fs::set_permissions(d.join("sub"), std::fs::Permissions::from_mode(0o555)).unwrap();
+        }
+        // An older kvci's directory, not yet a day old: kept.
+        std::fs::create_dir(root.path().join("staging/build-Ab12")).unwrap();
+        let _ = Store::open(root.path()).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(root.path().join("staging")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        let own = live.path().file_name().unwrap().to_string_lossy().into_owned();
+        let mut want = vec![own.clone(), "build-Ab12".to_string()];
+        want.sort();
+        assert_eq!(left, want);
+        assert!(staging_owner(&own).is_some_and(|(pid, _)| pid == std::process::id()));
     }
 
     #[test]

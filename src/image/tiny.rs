@@ -96,7 +96,7 @@ pub fn build(store: &Store, _cache: &Path, id: &str) -> Result<Image> {
     let recipe = recipe();
     let started = Instant::now();
     let staging = store.staging()?;
-    let work = tempfile::Builder::new().prefix("work-").tempdir_in(staging.path().parent().unwrap_or(staging.path()))?;
+    let work = store.staging_for("work")?;
     let step = |n: u32, what: &str| eprintln!("kvci: building image {NAME} [{n}/5] {what} ({:.1}s)", started.elapsed().as_secs_f64());
 
     step(1, "downloading Debian packages");
