@@ -1,5 +1,8 @@
 //! Port forwards: listeners on the host's 127.0.0.1 relaying each connection to an address
 //! inside the cluster's namespace (kvci's replacement for kubevirtci's published ports).
+//! TCP here; UDP datagrams in [`udp`].
+
+pub mod udp;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
@@ -17,47 +20,67 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     /// Someone else listens there.
-    #[error("port {port} on 127.0.0.1 is already in use{by}: choose another port or use --random-ports")]
+    #[error("port {port}/{proto} on 127.0.0.1 is already in use{by}: choose another port or use --random-ports")]
     InUse {
         /// The port.
         port: u16,
+        /// `tcp` or `udp`.
+        proto: &'static str,
         /// `" by <process> (pid N)"` when it could be found.
         by: String,
     },
     /// Binding failed otherwise.
-    #[error("cannot listen on 127.0.0.1:{port}")]
+    #[error("cannot bind {proto} port 127.0.0.1:{port}")]
     Bind {
         /// The port.
         port: u16,
+        /// `tcp` or `udp`.
+        proto: &'static str,
         /// Why.
         #[source]
         source: std::io::Error,
     },
 }
 
-/// Listens on `127.0.0.1:port` (0 picks a free port) in the calling thread's namespace.
+/// Listens on TCP `127.0.0.1:port` (0 picks a free port) in the calling thread's namespace.
 pub fn bind_host_port(port: u16) -> Result<std::net::TcpListener, ForwardError> {
+    let proto = "tcp";
     match std::net::TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)) {
         Ok(l) => {
-            l.set_nonblocking(true).map_err(|source| ForwardError::Bind { port, source })?;
+            l.set_nonblocking(true).map_err(|source| ForwardError::Bind { port, proto, source })?;
             Ok(l)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(ForwardError::InUse { port, by: who_listens(port) }),
-        Err(source) => Err(ForwardError::Bind { port, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(ForwardError::InUse { port, proto, by: who_holds(port, proto) }),
+        Err(source) => Err(ForwardError::Bind { port, proto, source }),
     }
 }
 
-/// Best effort: `" by sshd (pid 812)"` for the process listening on TCP `port`.
-fn who_listens(port: u16) -> String {
-    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+/// Binds UDP `127.0.0.1:port` (0 picks a free port) in the calling thread's namespace.
+pub fn bind_host_udp_port(port: u16) -> Result<std::net::UdpSocket, ForwardError> {
+    let proto = "udp";
+    match std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)) {
+        Ok(s) => {
+            s.set_nonblocking(true).map_err(|source| ForwardError::Bind { port, proto, source })?;
+            Ok(s)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(ForwardError::InUse { port, proto, by: who_holds(port, proto) }),
+        Err(source) => Err(ForwardError::Bind { port, proto, source }),
+    }
+}
+
+/// Best effort: `" by sshd (pid 812)"` for the process listening on TCP `port` (`proto` "tcp")
+/// or holding UDP `port` (`proto` "udp").
+fn who_holds(port: u16, proto: &str) -> String {
+    let inodes: Vec<String> = [format!("/proc/net/{proto}"), format!("/proc/net/{proto}6")]
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .flat_map(|t| t.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             let local_port = f.get(1)?.rsplit(':').next().and_then(|h| u16::from_str_radix(h, 16).ok())?;
-            // State 0A is LISTEN.
-            (local_port == port && f.get(3) == Some(&"0A")).then(|| f.get(9).map(|s| s.to_string()))?
+            // TCP: state 0A is LISTEN. UDP: any socket bound to the port holds it.
+            let holds = proto == "udp" || f.get(3) == Some(&"0A");
+            (local_port == port && holds).then(|| f.get(9).map(|s| s.to_string()))?
         })
         .collect();
     if inodes.is_empty() {
@@ -143,6 +166,17 @@ mod tests {
         assert!(err.contains("--random-ports"), "{err}");
         // This very test process holds it.
         assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+    }
+
+    #[test]
+    fn udp_port_in_use_names_the_holder_and_tcp_does_not_clash() {
+        let taken = bind_host_udp_port(0).unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let err = bind_host_udp_port(port).unwrap_err().to_string();
+        assert!(err.contains(&format!("port {port}/udp")), "{err}");
+        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        // The same number over TCP is another port.
+        bind_host_port(port).unwrap();
     }
 
     #[tokio::test]

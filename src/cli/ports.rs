@@ -17,7 +17,8 @@ pub struct PortsArgs {
     /// Cluster name
     #[arg(long, default_value = config::DEFAULT_NAME, env = "KVCI_CLUSTER")]
     pub name: String,
-    /// Print only this port's host port number (ssh, ssh-node02, k8s, ocp, registry, vnc, http, https)
+    /// Print only this port's host port number (ssh, ssh-nodeNN, ssh-worker, k8s, ocp, registry, vnc,
+    /// http, https, console, prometheus, grafana, uploadproxy, uploadproxy-lowerband, dns (UDP))
     pub port: Option<String>,
     /// Table for people, JSON for scripts
     #[arg(long, value_enum, default_value_t)]

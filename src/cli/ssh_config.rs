@@ -26,7 +26,8 @@ pub struct SshConfigArgs {
 /// The stanzas: `Host nodeNN <cluster>-nodeNN` for every node with a forwarded ssh port.
 pub fn render(cluster: &str, ports: &[PortBinding], key: &Path) -> String {
     let mut out = String::new();
-    for p in ports.iter().filter(|p| p.name.starts_with("ssh-")) {
+    // `ssh-nodeNN` only: `ssh-worker` is node02 again under kubevirtci's other name.
+    for p in ports.iter().filter(|p| p.name == format!("ssh-{}", p.node)) {
         let _ = writeln!(out, "Host {node} {cluster}-{node}", node = p.node);
         let _ = writeln!(out, "  HostName 127.0.0.1");
         let _ = writeln!(out, "  Port {}", p.host_port);
@@ -62,6 +63,7 @@ mod tests {
             PortBinding { name: "ssh-node01".into(), node: "node01".into(), host_port: 40002, guest_port: 22, proto: "tcp".into() },
             PortBinding { name: "ssh-node02".into(), node: "node02".into(), host_port: 40003, guest_port: 22, proto: "tcp".into() },
             PortBinding { name: "k8s".into(), node: "node01".into(), host_port: 40004, guest_port: 6443, proto: "tcp".into() },
+            PortBinding { name: "ssh-worker".into(), node: "node02".into(), host_port: 40005, guest_port: 22, proto: "tcp".into() },
         ];
         let text = render("c1", &ports, Path::new("/d/ssh/id_ed25519"));
         assert_eq!(text.matches("Host ").count(), 2);

@@ -66,6 +66,15 @@ pub struct UpArgs {
     /// Fixed host port for node01:443
     #[arg(long, value_name = "PORT")]
     pub https_port: Option<u16>,
+    /// Fixed host port for Prometheus (node01:30007)
+    #[arg(long, value_name = "PORT")]
+    pub prometheus_port: Option<u16>,
+    /// Fixed host port for Grafana (node01:30008)
+    #[arg(long, value_name = "PORT")]
+    pub grafana_port: Option<u16>,
+    /// Fixed host UDP port for the cluster's DNS (node01:31111/udp)
+    #[arg(long, value_name = "PORT")]
+    pub dns_port: Option<u16>,
     /// Ignore every fixed --*-port: all host ports random (the default when none is given)
     #[arg(long)]
     pub random_ports: bool,
@@ -178,6 +187,9 @@ pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
                 vnc: a.vnc_port,
                 http: a.http_port,
                 https: a.https_port,
+                prometheus: a.prometheus_port,
+                grafana: a.grafana_port,
+                dns: a.dns_port,
             }
         },
         dns_upstreams: a.dns_upstream.clone(),
