@@ -295,7 +295,7 @@ fn bare_node(work: &Path) -> NodePlan {
         stack: IpStack::Ipv4,
         allow_host_loopback: false,
     };
-    let launch = Launch { spec, accel: Decision { accel: Accel::Tcg, reason: "bench".into() } };
+    let launch = Launch { spec, accel: Decision { accel: Accel::Tcg, reason: "bench".into() }, image_id: None };
     let mut node = plan(&launch, &image, &ClusterDir::new(&Dirs::at(work), "bare")).unwrap().nodes.remove(0);
     std::fs::create_dir_all(node.dir.root()).unwrap();
     kvci::disk::create_overlay(&node.base_disk, &node.dir.disk()).unwrap();

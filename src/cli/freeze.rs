@@ -28,14 +28,18 @@ pub struct FreezeArgs {
     /// Resume the cluster afterwards (default: it is taken down once saved)
     #[arg(long)]
     pub keep_running: bool,
+    /// Seconds to wait for the image store while another kvci builds or imports into it; then
+    /// the freeze fails and the cluster runs on
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub store_timeout: u64,
 }
 
 /// Runs `vm freeze`.
 pub fn run(dirs: &Dirs, a: FreezeArgs) -> Result<ExitCode> {
     config::validate_name(&a.name)?;
     let dir = ClusterDir::new(dirs, &a.name);
-    let request = Request::Freeze { to: a.to.to_string(), keep_running: a.keep_running, force: a.force };
-    match client::request(&dir, &request, Duration::from_secs(1800))? {
+    let request = Request::Freeze { to: a.to.to_string(), keep_running: a.keep_running, force: a.force, store_timeout_secs: a.store_timeout };
+    match client::request(&dir, &request, Duration::from_secs(1800 + a.store_timeout))? {
         Response::Frozen { image, seconds } => {
             eprintln!("kvci: cluster {} frozen into {image} in {seconds:.2}s", a.name);
             if !a.keep_running {

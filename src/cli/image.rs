@@ -278,7 +278,7 @@ pub fn run(dirs: &Dirs, cmd: ImageCommand) -> Result<ExitCode> {
         ImageCommand::Build(a) => {
             let image = if a.provider == tiny::NAME {
                 if a.force {
-                    let _lock = store.lock()?;
+                    let _building = store.building(&tiny::recipe_id())?;
                     tiny::build(&store, &dirs.cache(), &tiny::recipe_id())?
                 } else {
                     tiny::ensure(&store, &dirs.cache())?
@@ -319,6 +319,7 @@ pub fn run(dirs: &Dirs, cmd: ImageCommand) -> Result<ExitCode> {
             None => bail!("no image {} in the store (see `kvci image ls`)", a.name),
         },
         ImageCommand::Rm(a) => {
+            let lock = store.lock()?;
             // Every name is checked before any is removed: a typo in the list removes nothing.
             for name in &a.names {
                 if !store.exists(name) {
@@ -334,7 +335,7 @@ pub fn run(dirs: &Dirs, cmd: ImageCommand) -> Result<ExitCode> {
                 }
             }
             for name in &a.names {
-                store.remove(name)?;
+                store.remove(&lock, name)?;
                 eprintln!("kvci: removed {name} (its layers go with `kvci image prune` if nothing else needs them)");
             }
         }
@@ -395,7 +396,8 @@ pub fn run(dirs: &Dirs, cmd: ImageCommand) -> Result<ExitCode> {
             println!("{} {}", image.manifest.name, image.manifest.id);
         }
         ImageCommand::Prune => {
-            let removed = store.prune()?;
+            let running = crate::cluster::teardown::layers_in_use(dirs)?;
+            let removed = store.prune(&store.lock()?, &running)?;
             eprintln!("kvci: removed {} unused layer(s)", removed.len());
         }
     }

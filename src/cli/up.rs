@@ -230,7 +230,7 @@ pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
         eprintln!("kvci: cleaned up a dead earlier run of {:?} (killed QEMU pids {stale:?})", a.name);
     }
     std::fs::create_dir_all(dir.root()).with_context(|| format!("creating {}", dir.root().display()))?;
-    let launch = Launch { spec, accel: decision };
+    let launch = Launch { spec, accel: decision, image_id: Some(image.manifest.id.clone()) };
     std::fs::write(dir.launch(), serde_json::to_vec_pretty(&launch)?)?;
 
     if a.foreground {

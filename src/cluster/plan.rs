@@ -19,6 +19,10 @@ pub struct Launch {
     pub spec: ClusterSpec,
     /// The accelerator picked for it.
     pub accel: Decision,
+    /// The layer the image name pointed at when the cluster started: `image prune` keeps it
+    /// (and its parents) while the cluster runs, whatever the name points at since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
 }
 
 /// One node of the plan.
@@ -190,6 +194,7 @@ mod tests {
     #[test]
     fn each_node_gets_its_own_overlay_and_hostname() {
         let launch = Launch {
+            image_id: None,
             spec: ClusterSpec {
                 name: "c1".into(),
                 nodes: 2,

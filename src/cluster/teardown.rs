@@ -111,6 +111,23 @@ pub fn remove_stale_held(dir: &ClusterDir, _lock: &Flock<File>) -> Result<Vec<u3
     Ok(killed)
 }
 
+/// The store layers live clusters started from (as their `launch.json` records them).
+pub fn layers_in_use(dirs: &crate::paths::Dirs) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dirs.clusters()) else { return Ok(ids) };
+    for e in entries.flatten() {
+        let dir = ClusterDir::new(dirs, &e.file_name().to_string_lossy());
+        let Ok(bytes) = std::fs::read(dir.launch()) else { continue };
+        let Ok(launch) = serde_json::from_slice::<crate::cluster::plan::Launch>(&bytes) else { continue };
+        if let Some(id) = launch.image_id {
+            if supervisor_alive(&dir)? {
+                ids.push(id);
+            }
+        }
+    }
+    Ok(ids)
+}
+
 /// Names of live clusters booted from image `image` (its full `NAME:TAG` name).
 pub fn clusters_using(dirs: &crate::paths::Dirs, image: &crate::image::name::ImageName) -> Result<Vec<String>> {
     let mut used = Vec::new();

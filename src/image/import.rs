@@ -61,7 +61,7 @@ pub fn download(d: &Download, dest: &Path) -> Result<()> {
 }
 
 /// Commits a root layer from a disk (any format qemu-img reads; made standalone qcow2), a kernel
-/// and an initrd (the caller holds the store lock).
+/// and an initrd (takes the store lock for the commit only).
 pub fn commit_root_layer(store: &Store, provider: &Loaded, files: [&Path; 3], append: &str, id: &str, name: &str) -> Result<Image> {
     let [disk, kernel, initrd] = files;
     let staging = store.staging()?;
@@ -72,7 +72,7 @@ pub fn commit_root_layer(store: &Store, provider: &Loaded, files: [&Path; 3], ap
     let append = format!("{append} {}", provider.recipe.kernel_args).trim().to_string();
     let defaults = &provider.recipe.defaults;
     let manifest = Manifest { nodes: defaults.nodes, ..Manifest::root(name, id, append, defaults.memory_mib.unwrap_or(1024), defaults.cpus.unwrap_or(1)) };
-    store.commit_staged(staging, manifest)
+    store.commit_staged(&store.lock()?, staging, manifest)
 }
 
 #[cfg(test)]

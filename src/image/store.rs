@@ -245,7 +245,7 @@ impl Store {
     /// Opens (creating if needed) the store at `root`. Manifests of older kvci versions named
     /// without a tag (`tiny.json`) get their one spelling (`tiny:latest.json`).
     pub fn open(root: &Path) -> Result<Store> {
-        for sub in ["layers", "manifests", "staging"] {
+        for sub in ["layers", "manifests", "staging", "building"] {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).with_context(|| format!("creating image store directory {}", p.display()))?;
         }
@@ -256,6 +256,7 @@ impl Store {
     }
 
     fn tag_untagged_manifests(&self) -> Result<()> {
+        let mut lock: Option<StoreLock> = None;
         for e in std::fs::read_dir(self.root.join("manifests"))? {
             let path = e?.path();
             let Some(stem) = path.file_stem().and_then(|s| s.to_str()).filter(|_| path.extension().is_some_and(|x| x == "json")) else {
@@ -275,7 +276,10 @@ impl Store {
             } else {
                 manifest.name = name.to_string();
             }
-            self.name(&manifest)?;
+            if lock.is_none() {
+                lock = Some(self.lock()?);
+            }
+            self.name(lock.as_ref().expect("just taken"), &manifest)?;
             std::fs::remove_file(&path)?;
         }
         Ok(())
@@ -286,11 +290,67 @@ impl Store {
         &self.root
     }
 
-    /// Blocks until this process is the only one building or committing.
-    pub fn lock(&self) -> Result<Flock<File>> {
+    /// Blocks until this process is the only one building or committing; says who it waits for.
+    pub fn lock(&self) -> Result<StoreLock> {
+        match self.try_lock()? {
+            Ok(lock) => Ok(lock),
+            Err(holder) => {
+                eprintln!("kvci: waiting for the image store: {holder}");
+                let f = self.lock_file()?;
+                let lock = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e).context("locking the image store")?;
+                Ok(mark_holder(lock))
+            }
+        }
+    }
+
+    /// Serialises builds of one layer id across processes (so the same recipe is not built twice
+    /// at once) without holding the store lock, which commits, freezes and prunes need.
+    pub fn building(&self, id: &str) -> Result<Flock<File>> {
+        let dir = self.root.join("building");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{id}.lock"));
+        let f = File::options().create(true).truncate(false).write(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Ok(l),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+                eprintln!("kvci: another kvci is building the same image ({}); waiting for it", &id[..12.min(id.len())]);
+                Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e).context("waiting for the other build")
+            }
+            Err((_, e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
+
+    /// As [`Store::lock`], giving up after `timeout` with an error naming the holder. Polls (a
+    /// flock cannot be waited for with a deadline), so call it off an async runtime's thread.
+    pub fn lock_within(&self, timeout: std::time::Duration) -> Result<StoreLock> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.try_lock()? {
+                Ok(lock) => return Ok(lock),
+                Err(holder) if std::time::Instant::now() >= deadline => {
+                    anyhow::bail!("the image store stayed locked for {}s: {holder}", timeout.as_secs())
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// The lock if free, else who holds it (pid and command line, as the holder wrote them).
+    fn try_lock(&self) -> Result<std::result::Result<StoreLock, String>> {
+        match Flock::lock(self.lock_file()?, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Ok(mark_holder(lock))),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let who = std::fs::read_to_string(self.root.join("lock")).unwrap_or_default();
+                let who = who.trim();
+                Ok(Err(if who.is_empty() { "locked by another kvci".to_string() } else { format!("locked by {who}") }))
+            }
+            Err((_, e)) => Err(e).context("locking the image store"),
+        }
+    }
+
+    fn lock_file(&self) -> Result<File> {
         let path = self.root.join("lock");
-        let f = File::create(&path).with_context(|| format!("opening {}", path.display()))?;
-        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e).with_context(|| format!("locking {}", path.display()))
+        File::options().create(true).truncate(false).read(true).write(true).open(&path).with_context(|| format!("opening {}", path.display()))
     }
 
     /// A fresh staging directory on the store's filesystem, removed when dropped.
@@ -374,9 +434,9 @@ impl Store {
     }
 
     /// Commits a staging directory (see [`Store::commit`]); on failure it is removed.
-    pub fn commit_staged(&self, staging: tempfile::TempDir, manifest: Manifest) -> Result<Image> {
+    pub fn commit_staged(&self, lock: &StoreLock, staging: tempfile::TempDir, manifest: Manifest) -> Result<Image> {
         let staged = staging.keep();
-        let image = self.commit(&staged, manifest);
+        let image = self.commit(lock, &staged, manifest);
         if image.is_err() {
             let _ = std::fs::remove_dir_all(&staged);
         }
@@ -385,15 +445,15 @@ impl Store {
 
     /// Moves a staged layer into place (read-only) and points `manifest.name` at it.
     /// Call with the store lock held.
-    pub fn commit(&self, staged: &Path, mut manifest: Manifest) -> Result<Image> {
-        let dir = self.commit_layer(staged, &mut manifest)?;
-        self.name(&manifest)?;
+    pub fn commit(&self, lock: &StoreLock, staged: &Path, mut manifest: Manifest) -> Result<Image> {
+        let dir = self.commit_layer(lock, staged, &mut manifest)?;
+        self.name(lock, &manifest)?;
         Ok(Image { manifest, dir })
     }
 
     /// Moves a staged layer into place (read-only) without naming it, unless a layer with that
     /// id is there already; sets `manifest.size`. Call with the store lock held.
-    pub fn commit_layer(&self, staged: &Path, manifest: &mut Manifest) -> Result<PathBuf> {
+    pub fn commit_layer(&self, _lock: &StoreLock, staged: &Path, manifest: &mut Manifest) -> Result<PathBuf> {
         let dir = self.layer_dir(&manifest.id);
         manifest.size = dir_size(staged)?;
         if !dir.exists() {
@@ -425,7 +485,7 @@ impl Store {
 
     /// Points `manifest.name` (a valid [`ImageName`], stored with its tag) at its layer (which
     /// must be committed).
-    pub fn name(&self, manifest: &Manifest) -> Result<()> {
+    pub fn name(&self, _lock: &StoreLock, manifest: &Manifest) -> Result<()> {
         let name = ImageName::parse(&manifest.name)?;
         let manifest = Manifest { name: name.to_string(), ..manifest.clone() };
         let path = self.manifest_path(&name);
@@ -438,7 +498,7 @@ impl Store {
     }
 
     /// Removes the name `name` (its layers stay until `prune`).
-    pub fn remove(&self, name: &ImageName) -> Result<bool> {
+    pub fn remove(&self, _lock: &StoreLock, name: &ImageName) -> Result<bool> {
         match std::fs::remove_file(self.manifest_path(name)) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -446,9 +506,10 @@ impl Store {
         }
     }
 
-    /// Deletes layers no image needs (directly or as a parent or boot layer); returns their ids.
+    /// Deletes layers no image needs (directly or as a parent or boot layer) and that do not
+    /// back a running cluster (`running`: the layers they started from); returns their ids.
     /// Refuses while a manifest cannot be read: its layers would look unused.
-    pub fn prune(&self) -> Result<Vec<String>> {
+    pub fn prune(&self, _lock: &StoreLock, running: &[String]) -> Result<Vec<String>> {
         let listing = self.list()?;
         if let Some((path, why)) = listing.unreadable.first() {
             anyhow::bail!(
@@ -457,7 +518,13 @@ impl Store {
                 path.display()
             );
         }
-        let manifests = listing.images;
+        let mut manifests = listing.images;
+        for id in running {
+            match self.layer_manifest(id)? {
+                Some(m) => manifests.push(m),
+                None => tracing::warn!(layer = %id, "a running cluster's layer is not in the store"),
+            }
+        }
         let mut keep: Vec<String> = Vec::new();
         for m in &manifests {
             keep.push(m.id.clone());
@@ -505,6 +572,31 @@ fn read_only(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The image store's lock, held: what commits, names, removals and prunes require (they take
+/// it as an argument, so none can run without it). Dropping it clears the holder's record and
+/// unlocks.
+#[derive(Debug)]
+pub struct StoreLock {
+    lock: Flock<File>,
+}
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        let _ = self.lock.set_len(0);
+    }
+}
+
+/// Writes who holds the store lock into the lock file, for those who wait on it.
+fn mark_holder(lock: Flock<File>) -> StoreLock {
+    use std::io::Seek;
+    let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
+    let words: Vec<String> = cmdline.split(|b| *b == 0).filter(|w| !w.is_empty()).map(|w| String::from_utf8_lossy(w).into_owned()).collect();
+    let text = format!("pid {} ({})\n", std::process::id(), words.join(" "));
+    let mut f: &File = &lock;
+    let _ = f.set_len(0).and_then(|_| f.rewind()).and_then(|_| f.write_all(text.as_bytes()));
+    StoreLock { lock }
 }
 
 /// fsyncs every file and directory under `dir`, and `dir` itself.
@@ -590,7 +682,7 @@ mod tests {
         std::fs::write(staged.path().join("disk.qcow2"), b"q").unwrap();
         let mut m = manifest(name, id);
         m.parent = parent.map(String::from);
-        store.commit(&staged.keep(), m).unwrap();
+        store.commit(&store.lock().unwrap(), &staged.keep(), m).unwrap();
     }
 
     #[test]
@@ -619,12 +711,24 @@ mod tests {
     }
 
     #[test]
+    fn a_held_store_lock_names_its_holder_and_a_deadline_ends_the_wait() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let held = store.lock().unwrap();
+        // Another open file description (as another process would have) waits in vain.
+        let err = store.lock_within(std::time::Duration::from_millis(300)).unwrap_err().to_string();
+        assert!(err.contains(&format!("locked by pid {}", std::process::id())), "{err}");
+        drop(held);
+        assert!(store.lock_within(std::time::Duration::from_millis(300)).is_ok());
+    }
+
+    #[test]
     fn committed_layer_is_read_only_and_named() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path()).unwrap();
         let staged = store.staging().unwrap();
         std::fs::write(staged.path().join("disk.qcow2"), b"q").unwrap();
-        let img = store.commit(staged.path(), manifest("tiny", "abc")).unwrap();
+        let img = store.commit(&store.lock().unwrap(), staged.path(), manifest("tiny", "abc")).unwrap();
         assert!(img.disk().metadata().unwrap().permissions().readonly());
         let got = store.get(&n("tiny")).unwrap().unwrap();
         assert_eq!(got.manifest.id, "abc");
@@ -641,10 +745,10 @@ mod tests {
         for (name, id, parent) in [("base", "b", None), ("child:latest", "c", Some("b")), ("gone", "g", None)] {
             commit(&store, name, id, parent);
         }
-        assert!(store.remove(&n("base")).unwrap());
-        assert!(store.remove(&n("gone:latest")).unwrap());
-        assert!(!store.remove(&n("gone")).unwrap());
-        let removed = store.prune().unwrap();
+        assert!(store.remove(&store.lock().unwrap(), &n("base")).unwrap());
+        assert!(store.remove(&store.lock().unwrap(), &n("gone:latest")).unwrap());
+        assert!(!store.remove(&store.lock().unwrap(), &n("gone")).unwrap());
+        let removed = store.prune(&store.lock().unwrap(), &[]).unwrap();
         assert_eq!(removed, vec!["g".to_string()]);
         assert!(store.get(&n("child")).unwrap().is_some(), "NAME finds NAME:latest");
         assert!(tmp.path().join("layers/b/disk.qcow2").exists(), "a parent layer was pruned");
@@ -656,7 +760,7 @@ mod tests {
         let store = Store::open(tmp.path()).unwrap();
         let mut m = manifest("x", "i");
         m.name = "../../outside".into();
-        assert!(store.name(&m).is_err());
+        assert!(store.name(&store.lock().unwrap(), &m).is_err());
         assert!(!tmp.path().join("outside.json").exists() && !tmp.path().parent().unwrap().join("outside.json").exists());
     }
 
@@ -694,7 +798,7 @@ mod tests {
         let listing = store.list().unwrap();
         assert_eq!(listing.images.len(), 1);
         assert_eq!(listing.unreadable.len(), 1);
-        let err = store.prune().unwrap_err().to_string();
+        let err = store.prune(&store.lock().unwrap(), &[]).unwrap_err().to_string();
         assert!(err.contains("b:latest.json") && err.contains("not pruning"), "{err}");
         assert!(tmp.path().join("layers/lb/disk.qcow2").exists());
     }

@@ -81,7 +81,7 @@ pub fn ensure(store: &Store, cache: &Path) -> Result<Image> {
             return Ok(img);
         }
     }
-    let _lock = store.lock()?;
+    let _building = store.building(&id)?;
     // Another kvci may have built it while we waited for the lock.
     if let Some(img) = store.get(&name())? {
         if img.manifest.id == id {
@@ -140,7 +140,7 @@ pub fn build(store: &Store, _cache: &Path, id: &str) -> Result<Image> {
 
     step(5, "committing to the image store");
     let manifest = Manifest::root(&name().to_string(), id, recipe.append.clone(), recipe.memory_mib, recipe.cpus);
-    let image = store.commit_staged(staging, manifest)?;
+    let image = store.commit_staged(&store.lock()?, staging, manifest)?;
     eprintln!("kvci: image {NAME} built in {:.1}s ({} MiB)", started.elapsed().as_secs_f64(), image.manifest.size >> 20);
     Ok(image)
 }

@@ -211,7 +211,7 @@ mod tests {
             let mut m = Manifest::root(name, id, String::new(), 512, 1);
             m.parent = parent.map(String::from);
             m.boot_layer = boot.map(String::from);
-            store.commit(&staged.keep(), m).unwrap()
+            store.commit(&store.lock().unwrap(), &staged.keep(), m).unwrap()
         };
         commit("tiny", "t", None, None);
         commit("a:latest", "a", Some("t"), Some("t"));

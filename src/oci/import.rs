@@ -81,9 +81,10 @@ fn import_kvci(store: &Store, layout: &Layout, resolved: &Resolved, k: &KvciConf
         }
     }
 
-    let _lock = store.lock()?;
-    // Stage every new layer first, checked, so a bad blob leaves the store untouched.
+    // Stage every new layer first, checked, so a bad blob leaves the store untouched; only the
+    // commit holds the store lock (a freeze or another import need not wait for the copies).
     let mut staged = Vec::new();
+    let mut reused = Vec::new();
     for layer in &k.layers {
         if store.layer_dir(&layer.id).exists() {
             // The store's copy is used, but a damaged layout is refused all the same: the user
@@ -94,6 +95,7 @@ fn import_kvci(store: &Store, layout: &Layout, resolved: &Resolved, k: &KvciConf
                 blob::verify(&layout.blob_path(&f.digest)?, &expected, &what)?;
             }
             tracing::info!(layer = %layer.id, "layer already in the store; its blobs check out");
+            reused.push(layer.id.clone());
             continue;
         }
         let staging = store.staging()?;
@@ -120,12 +122,16 @@ fn import_kvci(store: &Store, layout: &Layout, resolved: &Resolved, k: &KvciConf
         }
         staged.push((staging, layer.manifest.clone()));
     }
+    let lock = store.lock()?;
+    if let Some(gone) = reused.iter().find(|id| !store.layer_dir(id).exists()) {
+        bail!("layer {gone} left the store while the image was checked (a concurrent `kvci image prune`?): import again");
+    }
     for (staging, mut manifest) in staged {
-        store.commit_layer(staging.path(), &mut manifest)?;
+        store.commit_layer(&lock, staging.path(), &mut manifest)?;
     }
     let mut manifest = k.image.clone();
     manifest.name = name.to_string();
-    store.name(&manifest)?;
+    store.name(&lock, &manifest)?;
     store.get(name)?.context("the imported image is not in the store")
 }
 

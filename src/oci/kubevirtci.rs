@@ -221,7 +221,7 @@ pub fn import(store: &Store, layout: &Layout, resolved: &Resolved, name: &str, s
         layers.push(m);
     }
 
-    let _lock = store.lock()?;
+    let lock = store.lock()?;
     for (disk, m) in chain.iter().zip(&layers) {
         if store.layer_dir(&m.id).exists() {
             continue;
@@ -254,14 +254,14 @@ pub fn import(store: &Store, layout: &Layout, resolved: &Resolved, name: &str, s
         let mut m = m;
         let dir = staging.path().join(&m.id);
         if dir.exists() {
-            store.commit_layer(&dir, &mut m)?;
+            store.commit_layer(&lock, &dir, &mut m)?;
         } else {
             m.size = store.layer_manifest(&m.id)?.map(|l| l.size).unwrap_or(0);
         }
         top_manifest = Some(m);
     }
     let manifest = top_manifest.context("empty chain")?;
-    store.name(&manifest)?;
+    store.name(&lock, &manifest)?;
     Ok(Image { dir: store.layer_dir(&manifest.id), manifest })
 }
 

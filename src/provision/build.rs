@@ -49,7 +49,7 @@ pub fn build(dirs: &Dirs, provider: &Loaded, opts: &BuildOptions) -> Result<Imag
                 return Ok(img);
             }
         }
-        let _lock = store.lock()?;
+        let _building = store.building(&id)?;
         if let Some(img) = fresh_after_lock(&store, &name, &id, opts)? {
             return Ok(img);
         }
@@ -78,7 +78,7 @@ pub fn build(dirs: &Dirs, provider: &Loaded, opts: &BuildOptions) -> Result<Imag
             }
         }
     }
-    let _lock = store.lock()?;
+    let _building = store.building(&id)?;
     if let Some(img) = fresh_after_lock(&store, &name, &id, opts)? {
         return Ok(img);
     }
@@ -86,7 +86,7 @@ pub fn build(dirs: &Dirs, provider: &Loaded, opts: &BuildOptions) -> Result<Imag
     rt.block_on(run(&store, provider, &base, &id, &name.to_string(), opts))
 }
 
-/// Another kvci may have built the same recipe while this one waited for the store lock.
+/// Another kvci may have built the same recipe while this one waited for it.
 fn fresh_after_lock(store: &Store, name: &ImageName, id: &str, opts: &BuildOptions) -> Result<Option<Image>> {
     if opts.force {
         return Ok(None);
@@ -124,7 +124,7 @@ fn import_base(store: &Store, provider: &Loaded, opts: &BuildOptions) -> Result<
             return Ok(img);
         }
     }
-    let _lock = store.lock()?;
+    let _building = store.building(&id)?;
     if let Some(img) = fresh_after_lock(store, &name, &id, opts)? {
         return Ok(img);
     }
@@ -162,6 +162,7 @@ async fn run(store: &Store, provider: &Loaded, base: &Image, id: &str, name: &st
     let keys = ssh::keys::ensure_keypair(&cdir.ssh_dir())?;
     let decision = accel::decide(opts.accel, &KvmFacts::probe())?;
     let launch = Launch {
+        image_id: Some(base.manifest.id.clone()),
         spec: ClusterSpec {
             name: "build".into(),
             nodes: 1,
@@ -253,7 +254,7 @@ async fn run(store: &Store, provider: &Loaded, base: &Image, id: &str, name: &st
         ports: base.manifest.ports.clone().into_iter().chain(provider.recipe.ports.clone()).collect(),
         access: base.manifest.access.clone(),
     };
-    let image = store.commit(&layer, manifest)?;
+    let image = store.commit(&store.lock()?, &layer, manifest)?;
     eprintln!("kvci: image {name} built in {:.1}s ({} MiB new layer)", started.elapsed().as_secs_f64(), image.manifest.size >> 20);
     Ok(image)
 }

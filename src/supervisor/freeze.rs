@@ -37,17 +37,25 @@ pub(crate) struct FreezeContext<'a> {
     pub qemu_version: String,
 }
 
-/// Freezes the cluster into image `to` (refused if that name exists, unless `force`); the nodes
-/// are left paused, or running again with `keep_running`. On any failure after the pause the
-/// nodes run on. Returns the image's name and how long the cut took.
-pub(crate) async fn freeze(
-    ctx: &FreezeContext<'_>,
-    handles: &[NodeHandle],
-    uuids: &[String],
-    to: &str,
-    keep_running: bool,
-    force: bool,
-) -> Result<(String, f64)> {
+/// What `vm freeze` asked for.
+#[derive(Debug, Clone)]
+pub(crate) struct FreezeRequest {
+    /// The image to make.
+    pub to: String,
+    /// Resume the nodes afterwards.
+    pub keep_running: bool,
+    /// Replace an image of that name.
+    pub force: bool,
+    /// How long to wait for the image store's lock (another kvci building or importing).
+    pub store_timeout: Duration,
+}
+
+/// Freezes the cluster into image `req.to` (refused if that name exists, unless `force`); the
+/// nodes are left paused, or running again with `keep_running`. On any failure after the pause
+/// the nodes run on. Returns the image's name and how long the cut took. Blocking work (copies,
+/// the store's lock, the commit) runs off the supervisor's thread, which keeps serving.
+pub(crate) async fn freeze(ctx: &FreezeContext<'_>, handles: &[NodeHandle], uuids: &[String], req: FreezeRequest) -> Result<(String, f64)> {
+    let (to, keep_running, force) = (req.to.as_str(), req.keep_running, req.force);
     let name = ImageName::parse(to)?;
     refuse_existing(ctx.store, &name, force)?;
     let started = Instant::now();
@@ -56,7 +64,7 @@ pub(crate) async fn freeze(
     for h in handles {
         h.ask(NodeCmd::Pause).await.map_err(anyhow::Error::msg)?;
     }
-    let result = save_and_commit(ctx, handles, uuids, &name, force, staging, started).await;
+    let result = save_and_commit(ctx, handles, uuids, &name, &req, staging, started).await;
     if result.is_err() || keep_running {
         for h in handles {
             let resumed = h.ask(NodeCmd::Resume).await.map_err(anyhow::Error::msg);
@@ -84,7 +92,7 @@ async fn save_and_commit(
     handles: &[NodeHandle],
     uuids: &[String],
     name: &ImageName,
-    force: bool,
+    req: &FreezeRequest,
     staging: tempfile::TempDir,
     started: Instant,
 ) -> Result<f64> {
@@ -98,14 +106,22 @@ async fn save_and_commit(
 
     // QEMU flushed and released every disk when its save completed: the overlays are final.
     let mut nodes = Vec::new();
+    let mut copies = Vec::new();
     for (h, uuid) in handles.iter().zip(uuids) {
         let disk = format!("{}.qcow2", h.name);
-        copy_sparse(&ctx.dir.node(&h.name).disk(), &staging.path().join(&disk))?;
+        copies.push((ctx.dir.node(&h.name).disk(), staging.path().join(&disk)));
         nodes.push(FrozenNode { name: h.name.clone(), uuid: uuid.clone(), disk, state: format!("{}.state", h.name) });
     }
-    let keys = ctx.dir.ssh_dir();
-    std::fs::copy(keys.join("id_ed25519"), staging.path().join(KEY_FILE)).context("copying the cluster key")?;
-    std::fs::copy(keys.join("id_ed25519.pub"), staging.path().join(PUB_FILE)).context("copying the cluster key")?;
+    let (keys, into) = (ctx.dir.ssh_dir(), staging.path().to_path_buf());
+    off_thread(move || {
+        for (from, to) in &copies {
+            copy_sparse(from, to)?;
+        }
+        std::fs::copy(keys.join("id_ed25519"), into.join(KEY_FILE)).context("copying the cluster key")?;
+        std::fs::copy(keys.join("id_ed25519.pub"), into.join(PUB_FILE)).context("copying the cluster key")?;
+        Ok(())
+    })
+    .await?;
 
     let spec = &ctx.launch.spec;
     let base = &ctx.image.manifest;
@@ -139,11 +155,21 @@ async fn save_and_commit(
         ports: base.ports.clone(),
         access: base.access.clone(),
     };
-    let _lock = ctx.store.lock()?;
-    // Another kvci may have taken the name while this one saved.
-    refuse_existing(ctx.store, name, force)?;
-    ctx.store.commit_staged(staging, manifest)?;
+    let (store, name, force, timeout) = (ctx.store.clone(), name.clone(), req.force, req.store_timeout);
+    off_thread(move || {
+        let lock = store.lock_within(timeout)?;
+        // Another kvci may have taken the name while this one saved.
+        refuse_existing(&store, &name, force)?;
+        store.commit_staged(&lock, staging, manifest)?;
+        Ok(())
+    })
+    .await?;
     Ok(cut)
+}
+
+/// Runs blocking work on tokio's blocking pool.
+async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.context("a freeze step panicked")?
 }
 
 /// Copies a disk keeping its holes (overlays are mostly holes).

@@ -24,7 +24,14 @@ pub enum Request {
         /// Replace an existing image of that name.
         #[serde(default)]
         force: bool,
+        /// Seconds to wait for the image store's lock before giving up (the cluster runs on).
+        #[serde(default = "default_store_timeout")]
+        store_timeout_secs: u64,
     },
+}
+
+fn default_store_timeout() -> u64 {
+    120
 }
 
 /// The supervisor's answer.

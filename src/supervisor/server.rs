@@ -372,7 +372,48 @@ async fn down(state: &mut ClusterState, handles: &[NodeHandle], timeout: Duratio
     result
 }
 
+/// A connection whose request was read: where its answer goes.
+struct Conn {
+    // Held so the client's end stays open until the answer is written.
+    _reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    write: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Conn {
+    async fn reply(&mut self, response: &Response) {
+        let mut out = serde_json::to_string(response).unwrap_or_default();
+        out.push('\n');
+        let _ = self.write.write_all(out.as_bytes()).await;
+        let _ = self.write.flush().await;
+    }
+}
+
+/// The future of a freeze: the image's name and how long the cut took.
+type FreezeWork<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(String, f64)>> + 'a>>;
+
+/// A freeze under way: its future (polled by the serve loop, which keeps answering) and the
+/// connection waiting for it.
+struct Freezing<'a> {
+    work: FreezeWork<'a>,
+    conn: Conn,
+    keep_running: bool,
+    to: String,
+}
+
+/// Reads one request (a line of at most 64 KiB, within 5 s).
+async fn read_request(stream: UnixStream) -> Option<(Result<Request, String>, Conn)> {
+    let (read, write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read);
+    let read = tokio::time::timeout(Duration::from_secs(5), (&mut reader).take(64 * 1024).read_line(&mut line)).await;
+    read.ok()?.ok()?;
+    let request = serde_json::from_str::<Request>(&line).map_err(|e| format!("bad request: {e}"));
+    Some((request, Conn { _reader: reader, write }))
+}
+
 /// Serves the control socket until `down` or a signal; `freezer.dir` is the cluster's directory.
+/// A freeze runs beside the loop: `status` answers meanwhile, `down` and a second freeze are
+/// refused with a message.
 async fn serve(
     control: UnixListener,
     mut state: ClusterState,
@@ -387,22 +428,42 @@ async fn serve(
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let mut freezing: Option<Freezing<'_>> = None;
     loop {
         tokio::select! {
             conn = control.accept() => {
                 let Ok((stream, _)) = conn else { continue };
-                if let Some(stream) = handle_request(stream, dir, &mut state, &handles, freezer, uuids).await {
-                    // Down is done: exit while still holding the connection, so the client's
-                    // end-of-file means this process (and every QEMU) is gone.
-                    drop(handles);
-                    // The egress helper too (it would follow this process by itself, but a
-                    // client that saw the end-of-file must find nothing left).
-                    if let Some(pid) = egress_pid.and_then(|p| i32::try_from(p).ok()).map(nix::unistd::Pid::from_raw) {
-                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                        let _ = nix::sys::wait::waitpid(pid, None);
+                let Some((request, mut conn)) = read_request(stream).await else { continue };
+                match request {
+                    Ok(Request::Status) => conn.reply(&Response::Status(status(&state, &handles).await)).await,
+                    Ok(Request::Down { .. } | Request::Freeze { .. }) if freezing.is_some() => {
+                        let to = freezing.as_ref().map(|f| f.to.clone()).unwrap_or_default();
+                        let message = format!("the cluster is being frozen into {to}: try again once `kvci vm freeze` has returned");
+                        conn.reply(&Response::Error { message }).await;
                     }
-                    std::mem::forget(stream);
-                    std::process::exit(0);
+                    Ok(Request::Down { timeout_secs }) => {
+                        let nodes = down(&mut state, &handles, Duration::from_secs(timeout_secs), dir).await;
+                        conn.reply(&Response::Down { nodes }).await;
+                        exit_holding(conn, egress_pid);
+                    }
+                    Ok(Request::Freeze { to, keep_running, force, store_timeout_secs }) => {
+                        let req = freeze::FreezeRequest { to: to.clone(), keep_running, force, store_timeout: Duration::from_secs(store_timeout_secs) };
+                        freezing = Some(Freezing { work: Box::pin(freeze::freeze(freezer, &handles, uuids, req)), conn, keep_running, to });
+                    }
+                    Err(message) => conn.reply(&Response::Error { message }).await,
+                }
+            }
+            result = async { freezing.as_mut().expect("guarded").work.as_mut().await }, if freezing.is_some() => {
+                let Some(mut f) = freezing.take() else { continue };
+                match result {
+                    Ok((image, seconds)) if f.keep_running => f.conn.reply(&Response::Frozen { image, seconds }).await,
+                    Ok((image, seconds)) => {
+                        // Paused after their save, the nodes are stopped without waiting for the guests.
+                        down(&mut state, &handles, Duration::ZERO, dir).await;
+                        f.conn.reply(&Response::Frozen { image, seconds }).await;
+                        exit_holding(f.conn, egress_pid);
+                    }
+                    Err(e) => f.conn.reply(&Response::Error { message: format!("{e:#}") }).await,
                 }
             }
             Some((node, node_state)) = state_rx.recv() => {
@@ -418,48 +479,22 @@ async fn serve(
         }
     }
     tracing::info!("signalled: taking the cluster down");
+    drop(freezing);
     down(&mut state, &handles, DEFAULT_DOWN_TIMEOUT, dir).await;
     Ok(())
 }
 
-/// Answers one request. Returns the stream when the request was `Down` and the cluster is gone.
-async fn handle_request(
-    stream: UnixStream,
-    dir: &ClusterDir,
-    state: &mut ClusterState,
-    handles: &[NodeHandle],
-    freezer: &FreezeContext<'_>,
-    uuids: &[String],
-) -> Option<UnixStream> {
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    let mut reader = BufReader::new(read);
-    let read = tokio::time::timeout(Duration::from_secs(5), (&mut reader).take(64 * 1024).read_line(&mut line)).await;
-    let (response, is_down) = match read.ok().and_then(|r| r.ok()).map(|_| serde_json::from_str::<Request>(&line)) {
-        Some(Ok(Request::Status)) => (Response::Status(status(state, handles).await), false),
-        Some(Ok(Request::Down { timeout_secs })) => {
-            (Response::Down { nodes: down(state, handles, Duration::from_secs(timeout_secs), dir).await }, true)
-        }
-        Some(Ok(Request::Freeze { to, keep_running, force })) => match freeze::freeze(freezer, handles, uuids, &to, keep_running, force).await {
-            Ok((image, seconds)) if keep_running => (Response::Frozen { image, seconds }, false),
-            Ok((image, seconds)) => {
-                // Paused after their save, the nodes are stopped without waiting for the guests.
-                down(state, handles, Duration::ZERO, dir).await;
-                (Response::Frozen { image, seconds }, true)
-            }
-            Err(e) => (Response::Error { message: format!("{e:#}") }, false),
-        },
-        Some(Err(e)) => (Response::Error { message: format!("bad request: {e}") }, false),
-        None => return None,
-    };
-    let mut out = serde_json::to_string(&response).unwrap_or_default();
-    out.push('\n');
-    let _ = write.write_all(out.as_bytes()).await;
-    let _ = write.flush().await;
-    if is_down {
-        return reader.into_inner().reunite(write).ok();
+/// The cluster is down: exit while still holding the client's connection, so its end-of-file
+/// means this process (and every QEMU) is gone.
+fn exit_holding(conn: Conn, egress_pid: Option<u32>) -> ! {
+    // The egress helper too (it would follow this process by itself, but a client that saw the
+    // end-of-file must find nothing left).
+    if let Some(pid) = egress_pid.and_then(|p| i32::try_from(p).ok()).map(nix::unistd::Pid::from_raw) {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
     }
-    None
+    std::mem::forget(conn);
+    std::process::exit(0);
 }
 
 use tokio::io::AsyncReadExt as _;
