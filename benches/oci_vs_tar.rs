@@ -76,7 +76,7 @@ fn big_image(data: &Path, mib: u64) -> (Store, Manifest) {
     m.parent = Some(tiny.manifest.id.clone());
     m.boot_layer = Some(tiny.manifest.id.clone());
     let _lock = store.lock().unwrap();
-    let img = store.commit_staged(staging, m).unwrap();
+    let img = store.commit_staged(&store.lock().unwrap(), staging, m).unwrap();
     (store, img.manifest)
 }
 
