@@ -41,6 +41,7 @@ fn bare_round(data: &Path, qemu: &Path) -> Duration {
     let dirs = Dirs::at(data);
     let image = Store::open(&dirs.images()).unwrap().get(&kvci::image::name::ImageName::parse("tiny").unwrap()).unwrap().expect("tiny is built");
     let launch = Launch {
+        image_id: None,
         spec: ClusterSpec {
             name: "bare".into(),
             nodes: 1,
