@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod disk;
+pub mod fault;
 #[cfg(test)]
 pub(crate) mod fuzzing;
 pub mod image;

@@ -34,3 +34,74 @@ fn two_ups_of_one_name_at_once_exactly_one_wins() {
     let again = TestCluster::up(name, &[]);
     assert_eq!(again.status()["nodes"][0]["state"], "running");
 }
+
+/// Seconds a kvci command took, and its output.
+fn timed(args: &[&str]) -> (f64, std::process::Output) {
+    let t = std::time::Instant::now();
+    let out = run(args);
+    (t.elapsed().as_secs_f64(), out)
+}
+
+/// A freeze that fails at any step after the nodes were paused (saving, copying the disks,
+/// copying the key, committing, or a store another kvci keeps locked) leaves every node
+/// running and reachable, no image and no staging behind; `status` and `down` answer within a
+/// second while the freeze waits.
+#[test]
+fn a_failed_freeze_at_any_step_leaves_the_cluster_running() {
+    let c = TestCluster::up("it-ffail", &["--nodes", "2"]);
+    let image = "it-ffail-img";
+    let _ = run(&["image", "rm", image]);
+    let reachable = |what: &str| {
+        let s = c.status();
+        for n in s["nodes"].as_array().unwrap() {
+            assert_eq!(n["state"], "running", "after {what}: {s}");
+            assert_eq!(n["qemu_status"], "running", "after {what}: {s}");
+        }
+        for node in ["node01", "node02"] {
+            let out = run(&["vm", "ssh", "--name", "it-ffail", node, "--", "echo", "alive"]);
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "alive\n", "after {what}, {node}: {}", stderr(&out));
+        }
+        assert!(!run(&["image", "inspect", image]).status.success(), "after {what} the image exists");
+    };
+    for point in ["freeze:save", "freeze:copy", "freeze:key", "freeze:commit"] {
+        std::fs::write(c.dir().join(kvci::fault::FILE), point).unwrap();
+        let out = run(&["vm", "freeze", "--name", "it-ffail", "--to", image]);
+        assert!(!out.status.success(), "{point}: the freeze succeeded");
+        let err = stderr(&out);
+        assert!(err.contains(&format!("injected fault at {point}")) && err.contains("the cluster runs on"), "{point}: {err}");
+        reachable(point);
+    }
+    std::fs::remove_file(c.dir().join(kvci::fault::FILE)).unwrap();
+
+    // Another process holds the image store: the freeze waits --store-timeout, answering
+    // status and down meanwhile, then gives up with the cluster running.
+    let store_lock = std::fs::File::options().create(true).truncate(false).write(true).open(common::data_dir().join("images/lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(store_lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let freeze = kvci().args(["vm", "freeze", "--name", "it-ffail", "--to", image, "--store-timeout", "6"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // The nodes pause as the freeze starts and stay paused while it waits for the store: poll
+    // status until they are (each answer must come within a second).
+    let mut saw_paused = false;
+    for _ in 0..50 {
+        let (secs, out) = timed(&["vm", "status", "--name", "it-ffail", "--output", "json"]);
+        assert!(out.status.success() && secs < 1.0, "status took {secs:.2}s: {}", stderr(&out));
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if s["nodes"][0]["qemu_status"] != "running" {
+            saw_paused = true;
+            break;
+        }
+    }
+    assert!(saw_paused, "the nodes never paused for the freeze");
+    let (secs, down) = timed(&["vm", "down", "--name", "it-ffail"]);
+    assert!(secs < 1.0, "down took {secs:.2}s");
+    assert!(!down.status.success() && stderr(&down).contains("being frozen"), "{}", stderr(&down));
+    let out = freeze.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("stayed locked for 6s") && stderr(&out).contains("the cluster runs on"), "{}", stderr(&out));
+    drop(held);
+    reachable("a locked store");
+
+    // And with nothing in the way the same freeze works.
+    let ok = run(&["vm", "freeze", "--name", "it-ffail", "--to", image, "--keep-running"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(run(&["image", "rm", image]).status.success());
+}

@@ -96,6 +96,7 @@ async fn save_and_commit(
     staging: tempfile::TempDir,
     started: Instant,
 ) -> Result<f64> {
+    crate::fault::check(ctx.dir.root(), "freeze:save")?;
     let saves = join_all(handles.iter().map(|h| {
         let path = staging.path().join(format!("{}.state", h.name));
         h.ask(move |tx| NodeCmd::Save(path, SAVE_TIMEOUT, tx))
@@ -112,11 +113,13 @@ async fn save_and_commit(
         copies.push((ctx.dir.node(&h.name).disk(), staging.path().join(&disk)));
         nodes.push(FrozenNode { name: h.name.clone(), uuid: uuid.clone(), disk, state: format!("{}.state", h.name) });
     }
-    let (keys, into) = (ctx.dir.ssh_dir(), staging.path().to_path_buf());
+    let (keys, into, root) = (ctx.dir.ssh_dir(), staging.path().to_path_buf(), ctx.dir.root().to_path_buf());
     off_thread(move || {
+        crate::fault::check(&root, "freeze:copy")?;
         for (from, to) in &copies {
             copy_sparse(from, to)?;
         }
+        crate::fault::check(&root, "freeze:key")?;
         std::fs::copy(keys.join("id_ed25519"), into.join(KEY_FILE)).context("copying the cluster key")?;
         std::fs::copy(keys.join("id_ed25519.pub"), into.join(PUB_FILE)).context("copying the cluster key")?;
         Ok(())
@@ -155,9 +158,10 @@ async fn save_and_commit(
         ports: base.ports.clone(),
         access: base.access.clone(),
     };
-    let (store, name, force, timeout) = (ctx.store.clone(), name.clone(), req.force, req.store_timeout);
+    let (store, name, force, timeout, root) = (ctx.store.clone(), name.clone(), req.force, req.store_timeout, ctx.dir.root().to_path_buf());
     off_thread(move || {
         let lock = store.lock_within(timeout)?;
+        crate::fault::check(&root, "freeze:commit")?;
         // Another kvci may have taken the name while this one saved.
         refuse_existing(&store, &name, force)?;
         store.commit_staged(&lock, staging, manifest)?;
