@@ -294,6 +294,7 @@ fn bare_node(work: &Path) -> NodePlan {
         registry_dir: None,
         stack: IpStack::Ipv4,
         allow_host_loopback: false,
+        shape: Default::default(),
     };
     let launch = Launch { spec, accel: Decision { accel: Accel::Tcg, reason: "bench".into() }, image_id: None };
     let mut node = plan(&launch, &image, &ClusterDir::new(&Dirs::at(work), "bare")).unwrap().nodes.remove(0);

@@ -56,6 +56,7 @@ fn bare_round(data: &Path, qemu: &Path) -> Duration {
             registry_dir: None,
             stack: Default::default(),
             allow_host_loopback: false,
+            shape: Default::default(),
         },
         accel: Decision { accel: kvci::accel::Accel::Tcg, reason: "bench".into() },
     };

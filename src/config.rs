@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::accel::AccelChoice;
 use crate::ports::FixedPorts;
+use crate::shape::{NodeShape, ShapeError};
 
 /// Most nodes one cluster may have: names and MACs carry the node number in two digits.
 pub const MAX_NODES: u32 = 99;
@@ -46,6 +47,9 @@ pub struct ClusterSpec {
     /// Guests may reach the host's 127.0.0.1 (`--allow-host-loopback`).
     #[serde(default)]
     pub allow_host_loopback: bool,
+    /// NUMA, extra NICs and disks, huge pages, kernel and QEMU arguments (`--numa`, …).
+    #[serde(default, skip_serializing_if = "NodeShape::is_empty")]
+    pub shape: NodeShape,
 }
 
 /// Which IP versions a cluster's nodes get.
@@ -120,6 +124,9 @@ pub enum SpecError {
     /// One host port asked for twice.
     #[error("host port {0} is given for two forwards: pick different --*-port values")]
     DuplicatePort(u16),
+    /// The node shape (`--numa`, `--nvme`, …).
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
 }
 
 /// Facts about the host that bound a spec.
@@ -177,6 +184,7 @@ impl ClusterSpec {
         if let Some(port) = crate::ports::duplicate_fixed(&self.ports) {
             return Err(SpecError::DuplicatePort(port));
         }
+        self.shape.validate(self.nodes, self.memory_mib, self.cpus, 0)?;
         Ok(())
     }
 
@@ -239,6 +247,7 @@ mod tests {
             registry_dir: None,
             stack: Default::default(),
             allow_host_loopback: false,
+            shape: Default::default(),
         }
     }
     const HOST: HostLimits = HostLimits { memory_mib: 24 * 1024 };
@@ -309,6 +318,21 @@ mod tests {
     #[test]
     fn meminfo_total_is_read() {
         assert_eq!(parse_meminfo_total_kib("MemTotal:       24634560 kB\nMemFree: 1 kB\n"), Some(24634560));
+    }
+
+    #[test]
+    fn shape_is_validated_with_the_node_size() {
+        let s = ClusterSpec { shape: NodeShape { numa: Some(2), ..Default::default() }, ..spec() };
+        assert!(matches!(s.validate(HOST), Err(SpecError::Shape(ShapeError::Asymmetric { .. }))), "1 vCPU cannot split in two");
+        let s = ClusterSpec { cpus: 2, ..s };
+        assert_eq!(s.validate(HOST), Ok(()));
+    }
+
+    #[test]
+    fn spec_json_without_a_shape_reads_as_the_empty_shape() {
+        let v = serde_json::to_value(spec()).unwrap();
+        assert!(v.get("shape").is_none(), "an empty shape is not written");
+        assert_eq!(serde_json::from_value::<ClusterSpec>(v).unwrap().shape, NodeShape::default());
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod provision;
 pub mod registry;
 pub mod qemu;
 pub mod rootless;
+pub mod shape;
 pub mod ssh;
 pub mod supervisor;
 pub mod tools;

@@ -9,7 +9,7 @@ use futures_util::TryStreamExt;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, RouteMessageBuilder};
 
 use crate::egress;
-use crate::topology::{Topology, BRIDGE, BRIDGE_IP6, BRIDGE_MAC, SRIOV_BRIDGE};
+use crate::topology::{secondary_bridge, Topology, BRIDGE, BRIDGE_IP6, BRIDGE_MAC, SRIOV_BRIDGE};
 
 /// A netlink request failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +62,16 @@ pub async fn build(nl: &mut impl Netlink, topo: &Topology) -> Result<(), LinkErr
         nl.set_up(SRIOV_BRIDGE).await?;
         for (tap, _) in topo.nodes.iter().filter_map(|n| n.sriov.as_ref()) {
             nl.set_master(tap, SRIOV_BRIDGE).await?;
+            nl.set_up(tap).await?;
+        }
+    }
+    // Secondary NICs: one bare bridge per NIC number (no address, so nothing served on it).
+    for i in 0..topo.secondary_nics {
+        let bridge = secondary_bridge(i);
+        nl.add_bridge(&bridge).await?;
+        nl.set_up(&bridge).await?;
+        for (tap, _) in topo.nodes.iter().filter_map(|n| n.secondary.get(i as usize)) {
+            nl.set_master(tap, &bridge).await?;
             nl.set_up(tap).await?;
         }
     }
@@ -209,6 +219,22 @@ mod tests {
             self.0.push(format!("up {link}"));
             Ok(())
         }
+    }
+
+    #[tokio::test]
+    async fn secondary_bridges_get_their_taps_and_no_address() {
+        let topo = Topology::new("kvci", Subnet::parse(DEFAULT_SUBNET).unwrap(), 2).with_secondary_nics(2);
+        let mut r = Recorder::default();
+        build(&mut r, &topo).await.unwrap();
+        let tail = r.0.iter().skip_while(|l| *l != "bridge br1").cloned().collect::<Vec<_>>();
+        assert_eq!(
+            tail,
+            [
+                "bridge br1", "up br1", "master stap0-0 br1", "up stap0-0", "master stap1-0 br1", "up stap1-0",
+                "bridge br2", "up br2", "master stap0-1 br2", "up stap0-1", "master stap1-1 br2", "up stap1-1",
+            ]
+        );
+        assert!(!r.0.iter().any(|l| l.starts_with("addr br1") || l.starts_with("addr br2")));
     }
 
     #[tokio::test]

@@ -67,6 +67,8 @@ pub struct NodeTaps {
     pub nic: Option<OwnedFd>,
     /// On the SR-IOV bridge (kubevirtci's images).
     pub sriov: Option<OwnedFd>,
+    /// Secondary NIC i on bridge `br{i+1}` (`--secondary-nics`).
+    pub secondary: Vec<OwnedFd>,
 }
 
 /// The live network of one cluster.
@@ -105,7 +107,8 @@ impl ClusterNetwork {
                 .iter()
                 .map(|n| {
                     let sriov = n.sriov.as_ref().map(|(t, _)| tap::create(t)).transpose()?;
-                    Ok::<_, TapError>(NodeTaps { nic: Some(tap::create(&n.tap)?), sriov })
+                    let secondary = n.secondary.iter().map(|(t, _)| tap::create(t)).collect::<Result<Vec<_>, _>>()?;
+                    Ok::<_, TapError>(NodeTaps { nic: Some(tap::create(&n.tap)?), sriov, secondary })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let conn = rtnetlink::new_connection().map_err(|source| NetworkError::Bind { what: "netlink", source })?;

@@ -120,6 +120,8 @@ pub struct NodeNet {
     /// Its SR-IOV NIC's tap on [`SRIOV_BRIDGE`] and MAC `52:55:00:d1:57:NN`, when the cluster
     /// has kubevirtci's devices.
     pub sriov: Option<(String, [u8; 6])>,
+    /// Its secondary NICs' taps and MACs, NIC i on bridge [`secondary_bridge`]`(i)`.
+    pub secondary: Vec<(String, [u8; 6])>,
 }
 
 /// The whole cluster network.
@@ -135,6 +137,8 @@ pub struct Topology {
     pub nodes: Vec<NodeNet>,
     /// Which IP versions the nodes get. The bridge has both addresses whatever it is.
     pub stack: Stack,
+    /// Secondary NICs per node, so bridges `br1`…`brN` (see [`Topology::with_secondary_nics`]).
+    pub secondary_nics: u32,
 }
 
 /// kubevirtci's MAC of node `index`'s SR-IOV NIC: `52:55:00:d1:57:NN`.
@@ -144,7 +148,35 @@ pub fn sriov_mac(index: u32) -> [u8; 6] {
     mac
 }
 
+/// The bridge of every node's secondary NIC `i` (0-based): `br1`, `br2`, … (kubevirtci's
+/// names). No addresses and no DHCP or DNS on them: only `br0` is served.
+pub fn secondary_bridge(i: u32) -> String {
+    format!("br{}", i + 1)
+}
+
+/// The tap of secondary NIC `i` of node `x` (both 0-based): `stap{x}-{i}`, as kubevirtci's.
+pub fn secondary_tap(x: u32, i: u32) -> String {
+    format!("stap{x}-{i}")
+}
+
+/// kubevirtci's secondary NIC MACs: `52:55:00:d1:56:XX`, XX one hex counter over all the
+/// cluster's secondary NICs, node01's first.
+pub fn secondary_mac(counter: u32) -> [u8; 6] {
+    [0x52, 0x55, 0x00, 0xd1, 0x56, (counter & 0xff) as u8]
+}
+
 impl Topology {
+    /// Gives every node `nics` secondary NICs, NIC i on bridge `br{i+1}` (at most 256 in all).
+    pub fn with_secondary_nics(mut self, nics: u32) -> Topology {
+        let per_node = nics;
+        for (x, n) in self.nodes.iter_mut().enumerate() {
+            let x = x as u32;
+            n.secondary = (0..per_node).map(|i| (secondary_tap(x, i), secondary_mac(x * per_node + i))).collect();
+        }
+        self.secondary_nics = nics;
+        self
+    }
+
     /// Gives every node an SR-IOV NIC on [`SRIOV_BRIDGE`] (kubevirtci's images).
     pub fn with_sriov(mut self) -> Topology {
         for n in &mut self.nodes {
@@ -209,9 +241,10 @@ impl Topology {
                 ip: subnet.host(100 + index),
                 ip6: node_ip6(index),
                 sriov: None,
+                secondary: Vec::new(),
             })
             .collect();
-        Topology { cluster: cluster.to_string(), subnet, bridge_ip: subnet.host(2), nodes, stack }
+        Topology { cluster: cluster.to_string(), subnet, bridge_ip: subnet.host(2), nodes, stack, secondary_nics: 0 }
     }
 }
 
@@ -230,6 +263,20 @@ mod tests {
         assert_eq!(t.nodes[0].ip6.to_string(), "fd00::101");
         assert_eq!(t.nodes[11].ip6.to_string(), "fd00::112");
         assert_eq!(t.stack, Stack::Dual);
+    }
+
+    #[test]
+    fn secondary_nics_count_macs_over_the_whole_cluster() {
+        let t = Topology::new("kvci", Subnet::parse(DEFAULT_SUBNET).unwrap(), 2).with_secondary_nics(2);
+        let macs: Vec<String> = t.nodes.iter().flat_map(|n| n.secondary.iter().map(|(_, m)| mac_string(m))).collect();
+        assert_eq!(macs, ["52:55:00:d1:56:00", "52:55:00:d1:56:01", "52:55:00:d1:56:02", "52:55:00:d1:56:03"]);
+        assert_eq!(t.nodes[1].secondary[0].0, "stap1-0");
+        assert_eq!((secondary_bridge(0), secondary_bridge(1)), ("br1".to_string(), "br2".to_string()));
+        assert_eq!(t.secondary_nics, 2);
+        // Hex, not the decimal digits of the node number: the 12th NIC is 0b.
+        let t = Topology::new("kvci", Subnet::parse(DEFAULT_SUBNET).unwrap(), 4).with_secondary_nics(3);
+        assert_eq!(mac_string(&t.nodes[3].secondary[2].1), "52:55:00:d1:56:0b");
+        assert!(t.nodes.iter().flat_map(|n| &n.secondary).all(|(tap, _)| tap.len() <= 15));
     }
 
     #[test]

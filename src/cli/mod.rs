@@ -74,7 +74,7 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum VmCommand {
     /// Start a cluster and return once every node is ready
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Power a cluster down and remove its overlays and state (idempotent)
     Down(down::DownArgs),
     /// Show a cluster's nodes and their state
@@ -133,7 +133,7 @@ pub(crate) fn parse_up(words: &[String]) -> Result<up::UpArgs> {
     let Command::Vm(VmCommand::Up(a)) = Words::try_parse_from(words).map_err(|e| anyhow::anyhow!("kvci {}: {e}", words.join(" ")))?.command else {
         anyhow::bail!("not a `vm up` command: {}", words.join(" "));
     };
-    Ok(a)
+    Ok(*a)
 }
 
 /// A kvci command line without the program name.
@@ -146,7 +146,7 @@ struct Words {
 
 fn dispatch(dirs: &Dirs, command: Command) -> Result<ExitCode> {
     match command {
-        Command::Vm(VmCommand::Up(a)) => up::run(dirs, a),
+        Command::Vm(VmCommand::Up(a)) => up::run(dirs, *a),
         Command::Vm(VmCommand::Down(a)) => down::run(dirs, a),
         Command::Vm(VmCommand::Status(a)) => status::run(dirs, a),
         Command::Vm(VmCommand::Ls(a)) => ls::run(dirs, a),
@@ -194,6 +194,20 @@ mod tests {
         let cli = Cli::try_parse_from(["kvci", "vm", "up"]).unwrap();
         let Command::Vm(VmCommand::Up(a)) = cli.command else { panic!() };
         assert_eq!((a.name.as_str(), a.nodes, a.image.to_string().as_str()), ("kvci", None, "tiny:latest"));
+    }
+
+    #[test]
+    fn up_parses_the_shape_flags() {
+        let cli = Cli::try_parse_from([
+            "kvci", "vm", "up", "--numa", "2", "--secondary-nics", "1", "--nvme", "1Gi", "--nvme", "2G", "--scsi", "1Gi", "--usb", "1Gi",
+            "--shared-disk", "1Gi", "--hugepages-2m", "8", "--hugepages-1g", "1", "--kernel-args", "-a b", "--qemu-args", "-device x",
+            "--gpu", "01:00.0",
+        ])
+        .unwrap();
+        let Command::Vm(VmCommand::Up(a)) = cli.command else { panic!() };
+        assert_eq!((a.numa, a.secondary_nics, a.hugepages_2m, a.hugepages_1g), (Some(2), Some(1), Some(8), Some(1)));
+        assert_eq!((a.nvme.len(), a.scsi.len(), a.usb.len(), a.shared_disk.len()), (2, 1, 1, 1));
+        assert_eq!((a.kernel_args.as_deref(), a.qemu_args.as_deref(), a.gpu.as_deref()), (Some("-a b"), Some("-device x"), Some("01:00.0")));
     }
 
     #[test]

@@ -13,6 +13,8 @@ use crate::config::{self, ClusterSpec, HostLimits, IpStack};
 use crate::image::name::ImageName;
 use crate::paths::Dirs;
 use crate::ports::FixedPorts;
+use crate::qemu::preflight;
+use crate::shape::{self, NodeShape};
 use crate::supervisor::{server, spawn};
 use crate::tools::QEMU;
 
@@ -94,6 +96,39 @@ pub struct UpArgs {
     /// reach the outside, never the host's loopback or link-local addresses)
     #[arg(long)]
     pub allow_host_loopback: bool,
+    /// NUMA nodes per node; vCPUs and memory must split evenly (kubevirtci's KUBEVIRT_NUM_NUMA_NODES) [default: the image's, else 1]
+    #[arg(long, value_name = "N", help_heading = "Node shape")]
+    pub numa: Option<u32>,
+    /// Extra virtio-net NICs per node, NIC i on bridge br{i+1} without DHCP (KUBEVIRT_NUM_SECONDARY_NICS)
+    #[arg(long, value_name = "N", help_heading = "Node shape")]
+    pub secondary_nics: Option<u32>,
+    /// A raw NVMe disk of SIZE (10Gi, 10G, 512Mi…) on every node; repeat for more
+    #[arg(long, value_name = "SIZE", help_heading = "Node shape")]
+    pub nvme: Vec<String>,
+    /// A raw disk of SIZE on every node's virtio-scsi controller (one LUN each); repeat for more
+    #[arg(long, value_name = "SIZE", help_heading = "Node shape")]
+    pub scsi: Vec<String>,
+    /// A raw USB stick of SIZE on every node (xHCI; Debian's cloud kernel has no USB driver); repeat for more
+    #[arg(long, value_name = "SIZE", help_heading = "Node shape")]
+    pub usb: Vec<String>,
+    /// One raw disk of SIZE attached to every node at once, uncached (gocli's --shared-block-device); repeat for more
+    #[arg(long, value_name = "SIZE", help_heading = "Node shape")]
+    pub shared_disk: Vec<String>,
+    /// 2 MiB huge pages reserved at boot, 0 for none (KUBEVIRT_HUGEPAGES_2M) [default: 64 on kubevirtci's images, else none]
+    #[arg(long, value_name = "N", help_heading = "Node shape")]
+    pub hugepages_2m: Option<u32>,
+    /// 1 GiB huge pages reserved at boot (KUBEVIRT_HUGEPAGES_1G)
+    #[arg(long, value_name = "N", help_heading = "Node shape")]
+    pub hugepages_1g: Option<u32>,
+    /// Appended to every node's kernel command line (before the huge pages, as gocli does)
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true, help_heading = "Node shape")]
+    pub kernel_args: Option<String>,
+    /// Appended to every node's QEMU command line, split like a shell; checked by a paused QEMU before any node boots
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true, help_heading = "Node shape")]
+    pub qemu_args: Option<String>,
+    /// Host PCI device (DDDD:BB:DD.F or BB:DD.F, bound to vfio-pci, in an IOMMU group) passed to the last node; untested in kvci's CI (no such device there)
+    #[arg(long, value_name = "PCI-ADDR", help_heading = "Node shape")]
+    pub gpu: Option<String>,
     /// Stay attached: the cluster lives until Ctrl-C
     #[arg(long)]
     pub foreground: bool,
@@ -134,7 +169,36 @@ pub fn frozen_refusal(a: &UpArgs, f: &crate::image::store::FrozenManifest) -> Op
         Ok(d) => d,
         Err(e) => return Some(e.to_string()),
     };
-    check_frozen(a, f, memory, &decision).err().map(|e| e.to_string())
+    let shape = match requested_shape(a) {
+        Ok(s) => s,
+        Err(e) => return Some(e.to_string()),
+    };
+    check_frozen(a, f, memory, &decision).and_then(|_| check_frozen_shape(&a.image, f, &shape)).err().map(|e| e.to_string())
+}
+
+/// Refuses shape flags that differ from what a frozen cluster was saved with.
+fn check_frozen_shape(image: &ImageName, f: &crate::image::store::FrozenManifest, requested: &NodeShape) -> Result<()> {
+    if let Some(flag) = f.shape.conflicting_flag(requested, 0) {
+        bail!("image {image} is a frozen cluster saved with a different {flag}: its nodes resume as they were, so leave {flag} out");
+    }
+    Ok(())
+}
+
+/// The shape the flags ask for, sizes and words parsed; what they leave unset comes from the image.
+fn requested_shape(a: &UpArgs) -> Result<NodeShape> {
+    Ok(NodeShape {
+        numa: a.numa,
+        secondary_nics: a.secondary_nics,
+        nvme: shape::parse_sizes("--nvme", &a.nvme)?,
+        scsi: shape::parse_sizes("--scsi", &a.scsi)?,
+        usb: shape::parse_sizes("--usb", &a.usb)?,
+        shared_disks: shape::parse_sizes("--shared-disk", &a.shared_disk)?,
+        hugepages_2m: a.hugepages_2m,
+        hugepages_1g: a.hugepages_1g,
+        kernel_args: a.kernel_args.clone(),
+        qemu_args: a.qemu_args.as_deref().map(shape::split_words).transpose()?.unwrap_or_default(),
+        gpu: a.gpu.as_deref().map(shape::parse_pci_address).transpose()?,
+    })
 }
 
 /// An absolute `--registry-dir` (the supervisor may run elsewhere), created now so a path that
@@ -153,7 +217,8 @@ pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
         return Err(config::SpecError::Nodes(n).into());
     }
     let memory_mib = a.memory.as_deref().map(config::parse_memory).transpose()?;
-    QEMU.locate()?;
+    let requested = requested_shape(&a)?;
+    let qemu = QEMU.locate()?;
     let decision = accel::decide(a.accel, &KvmFacts::probe())?;
     let dir = ClusterDir::new(dirs, &a.name);
     dir.check_socket_paths().map_err(anyhow::Error::msg)?;
@@ -167,6 +232,7 @@ pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
     };
 
     let image = crate::image::resolve(dirs, &a.image)?;
+    let kubevirtci = matches!(image.manifest.access, crate::image::store::Access::Kubevirtci { .. });
     let spec = ClusterSpec {
         name: a.name.clone(),
         nodes: a.nodes.or(image.manifest.nodes).unwrap_or(1),
@@ -200,18 +266,39 @@ pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
             _ => IpStack::Dual,
         },
         allow_host_loopback: a.allow_host_loopback,
+        shape: {
+            let mut s = requested.clone().or(&image.manifest.shape);
+            if kubevirtci {
+                s.hugepages_2m.get_or_insert(crate::cluster::plan::KUBEVIRTCI_HUGEPAGES_2M);
+            }
+            s
+        },
     };
     if let Some(frozen) = &image.manifest.frozen {
         check_frozen(&a, frozen, memory_mib, &decision)?;
+        check_frozen_shape(&a.image, frozen, &requested)?;
     }
     let spec = match &image.manifest.frozen {
         // A frozen cluster resumes with exactly the machine and network it was saved with.
-        Some(f) => ClusterSpec { subnet: f.subnet.clone(), memory_mib: f.memory_mib, cpus: f.cpus, nodes: f.nodes.len() as u32, stack: f.stack, ..spec },
+        Some(f) => ClusterSpec {
+            subnet: f.subnet.clone(),
+            memory_mib: f.memory_mib,
+            cpus: f.cpus,
+            nodes: f.nodes.len() as u32,
+            stack: f.stack,
+            shape: f.shape.clone(),
+            ..spec
+        },
         None => spec,
     };
     spec.validate(HostLimits::probe())?;
+    if let Some(gpu) = &spec.shape.gpu {
+        shape::check_gpu(gpu, std::path::Path::new("/sys")).map_err(anyhow::Error::msg)?;
+    }
+    // Before anything is created: a bad --qemu-args fails here with QEMU's own words.
+    preflight::check(&qemu, decision.accel, spec.memory_mib, spec.cpus, spec.shape.numa_nodes(), &spec.shape.qemu_args)?;
     eprintln!("kvci: accelerator {}: {}", decision.accel, decision.reason);
-    if matches!(image.manifest.access, crate::image::store::Access::Kubevirtci { .. }) && decision.accel == crate::accel::Accel::Tcg {
+    if kubevirtci && decision.accel == crate::accel::Accel::Tcg {
         eprintln!(
             "kvci: kubevirtci's devices under TCG: the sound cards, the igb SR-IOV NIC and the IOMMU are emulated and work, \
              slowly; kernel_irqchip=split (KVM only) is left out, and nested virtualisation (KubeVirt's VMs) is not available"
@@ -260,4 +347,42 @@ pub fn run(dirs: &Dirs, a: UpArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::store::{FrozenManifest, FrozenNode};
+
+    fn frozen(shape: NodeShape) -> FrozenManifest {
+        FrozenManifest {
+            nodes: vec![FrozenNode { name: "node01".into(), uuid: "u".into(), disk: "node01.qcow2".into(), state: "node01.state".into() }],
+            subnet: kvci_net::topology::DEFAULT_SUBNET.into(),
+            accel: crate::accel::Accel::Tcg,
+            qemu_version: "10.0.2".into(),
+            memory_mib: 2048,
+            cpus: 2,
+            stack: IpStack::Dual,
+            shape,
+        }
+    }
+
+    #[test]
+    fn frozen_image_refuses_another_numa_naming_the_flag() {
+        let image = ImageName::parse("fz").unwrap();
+        let f = frozen(NodeShape::default());
+        let err = check_frozen_shape(&image, &f, &NodeShape { numa: Some(2), ..Default::default() }).unwrap_err().to_string();
+        assert!(err.contains("--numa") && err.contains("frozen"), "{err}");
+        // The same shape, or none asked for, resumes.
+        assert!(check_frozen_shape(&image, &f, &NodeShape { numa: Some(1), ..Default::default() }).is_ok());
+        assert!(check_frozen_shape(&image, &frozen(NodeShape { numa: Some(2), ..Default::default() }), &NodeShape::default()).is_ok());
+    }
+
+    #[test]
+    fn frozen_manifest_without_a_shape_reads_as_the_empty_shape() {
+        let mut v = serde_json::to_value(frozen(NodeShape::default())).unwrap();
+        v.as_object_mut().unwrap().remove("shape");
+        let f: FrozenManifest = serde_json::from_value(v).unwrap();
+        assert!(f.shape.is_empty());
+    }
 }

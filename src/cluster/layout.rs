@@ -4,6 +4,8 @@
 //! launch.json  state.json  supervisor.sock  supervisor.log  (the lock: clusters/.locks/NAME.lock)
 //! ssh/{id_ed25519, id_ed25519.pub}
 //! node01/{disk.qcow2, serial.log, qemu.log, qmp.sock, console.sock, beacon.sock, agent.sock, vnc.sock}
+//! node01/{nvme-0.img, scsi-0.img, usb-0.img, …}   raw extra disks (`--nvme`, `--scsi`, `--usb`)
+//! shared/{disk0.img, …}                           raw disks every node shares (`--shared-disk`)
 //! ```
 //! `down` removes the whole directory: nothing of a cluster outlives it.
 
@@ -71,6 +73,14 @@ impl ClusterDir {
     pub fn ssh_dir(&self) -> PathBuf {
         self.root.join("ssh")
     }
+    /// Raw disks shared by every node (`--shared-disk`).
+    pub fn shared_dir(&self) -> PathBuf {
+        self.root.join("shared")
+    }
+    /// Shared disk `i`.
+    pub fn shared_disk(&self, i: usize) -> PathBuf {
+        self.shared_dir().join(format!("disk{i}.img"))
+    }
     /// The directory of `node`.
     pub fn node(&self, node: &str) -> NodeDir {
         NodeDir { root: self.root.join(node) }
@@ -99,6 +109,10 @@ impl NodeDir {
     /// The node's qcow2 overlay.
     pub fn disk(&self) -> PathBuf {
         self.root.join("disk.qcow2")
+    }
+    /// Extra raw disk `i` of `kind` (`nvme`, `scsi`, `usb`).
+    pub fn extra_disk(&self, kind: &str, i: usize) -> PathBuf {
+        self.root.join(format!("{kind}-{i}.img"))
     }
     /// Everything the serial console printed.
     pub fn serial_log(&self) -> PathBuf {
@@ -139,6 +153,8 @@ mod tests {
         let c = ClusterDir::new(&Dirs::at("/d"), "kvci");
         assert_eq!(c.node("node01").disk(), Path::new("/d/clusters/kvci/node01/disk.qcow2"));
         assert_eq!(c.control_socket(), Path::new("/d/clusters/kvci/supervisor.sock"));
+        assert_eq!(c.node("node02").extra_disk("nvme", 1), Path::new("/d/clusters/kvci/node02/nvme-1.img"));
+        assert_eq!(c.shared_disk(0), Path::new("/d/clusters/kvci/shared/disk0.img"));
         assert!(c.check_socket_paths().is_ok());
     }
 

@@ -117,7 +117,7 @@ impl Node {
     /// Creates the node's overlay-backed QEMU (on `tap`, if it has a NIC) and connects QMP and
     /// the beacon.
     pub async fn start(qemu: &Path, mut plan: NodePlan, taps: NodeTaps) -> Result<Node, NodeError> {
-        let NodeTaps { nic: tap, sriov } = taps;
+        let NodeTaps { nic: tap, sriov, secondary } = taps;
         let node = plan.name.clone();
         let setup = |what: &str| {
             let node = node.clone();
@@ -155,6 +155,15 @@ impl Node {
                 _ => devices.sriov = None,
             }
         }
+        if secondary.len() == plan.machine.shape.secondary.len() {
+            for (nic, tap) in plan.machine.shape.secondary.iter_mut().zip(&secondary) {
+                nic.nic.tap_fd = Some(tap.as_raw_fd());
+                fds.push(tap.as_raw_fd());
+            }
+        } else {
+            // No network (a plan without taps): no secondary NICs either.
+            plan.machine.shape.secondary.clear();
+        }
         let _ = std::fs::remove_file(d.vnc_socket());
         let args = node_args(&plan.machine);
         tracing::debug!(node = %node, ?args, "starting QEMU");
@@ -162,7 +171,7 @@ impl Node {
         let mut process =
             QemuProcess::spawn(qemu, &args, &fds, &d.qemu_log()).map_err(|source| NodeError::Spawn { node: node.clone(), source })?;
         // QEMU has its own copies of the listeners and the tap now.
-        drop((qmp_l, console_l, beacon_l, agent_l, tap, sriov));
+        drop((qmp_l, console_l, beacon_l, agent_l, tap, sriov, secondary));
         tracing::info!(node = %node, pid = process.pid(), "QEMU started");
 
         let qmp = tokio::select! {

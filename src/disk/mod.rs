@@ -6,6 +6,8 @@ use serde::Deserialize;
 
 use crate::tools::{ToolError, QEMU_IMG};
 
+pub mod raw;
+
 /// A disk operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {

@@ -71,7 +71,11 @@ pub fn commit_root_layer(store: &Store, provider: &Loaded, files: [&Path; 3], ap
     std::fs::copy(initrd, staging.path().join("initrd.img")).with_context(|| format!("copying {}", initrd.display()))?;
     let append = format!("{append} {}", provider.recipe.kernel_args).trim().to_string();
     let defaults = &provider.recipe.defaults;
-    let manifest = Manifest { nodes: defaults.nodes, ..Manifest::root(name, id, append, defaults.memory_mib.unwrap_or(1024), defaults.cpus.unwrap_or(1)) };
+    let manifest = Manifest {
+        nodes: defaults.nodes,
+        shape: defaults.shape()?,
+        ..Manifest::root(name, id, append, defaults.memory_mib.unwrap_or(1024), defaults.cpus.unwrap_or(1))
+    };
     store.commit_staged(&store.lock()?, staging, manifest)
 }
 

@@ -110,6 +110,51 @@ pub struct Defaults {
     pub memory_mib: Option<u64>,
     /// Nodes.
     pub nodes: Option<u32>,
+    /// NUMA nodes per node (`vm up --numa`).
+    pub numa: Option<u32>,
+    /// Secondary NICs per node (`--secondary-nics`).
+    pub secondary_nics: Option<u32>,
+    /// Raw NVMe disk sizes, like `["10Gi"]` (`--nvme`).
+    #[serde(default)]
+    pub nvme: Vec<String>,
+    /// Raw virtio-scsi disk sizes (`--scsi`).
+    #[serde(default)]
+    pub scsi: Vec<String>,
+    /// Raw USB stick sizes (`--usb`).
+    #[serde(default)]
+    pub usb: Vec<String>,
+    /// Sizes of disks all nodes share (`--shared-disk`).
+    #[serde(default)]
+    pub shared_disk: Vec<String>,
+    /// 2 MiB huge pages (`--hugepages-2m`).
+    pub hugepages_2m: Option<u32>,
+    /// 1 GiB huge pages (`--hugepages-1g`).
+    pub hugepages_1g: Option<u32>,
+    /// Kernel arguments `--kernel-args` replaces (unlike the top-level `kernel_args`, which are
+    /// baked into the image).
+    pub kernel_args: Option<String>,
+    /// Extra QEMU arguments (`--qemu-args`).
+    pub qemu_args: Option<String>,
+}
+
+impl Defaults {
+    /// The node shape these defaults give `vm up` (sizes and words parsed).
+    pub fn shape(&self) -> Result<crate::shape::NodeShape, crate::shape::ShapeError> {
+        use crate::shape::{parse_sizes, split_words};
+        Ok(crate::shape::NodeShape {
+            numa: self.numa,
+            secondary_nics: self.secondary_nics,
+            nvme: parse_sizes("nvme", &self.nvme)?,
+            scsi: parse_sizes("scsi", &self.scsi)?,
+            usb: parse_sizes("usb", &self.usb)?,
+            shared_disks: parse_sizes("shared_disk", &self.shared_disk)?,
+            hugepages_2m: self.hugepages_2m,
+            hugepages_1g: self.hugepages_1g,
+            kernel_args: self.kernel_args.clone(),
+            qemu_args: self.qemu_args.as_deref().map(split_words).transpose()?.unwrap_or_default(),
+            gpu: None,
+        })
+    }
 }
 
 /// One provisioning phase.
@@ -224,6 +269,9 @@ pub fn load(dir: &Path, name: &str) -> Result<Loaded, ProviderError> {
             check(format!("phase[{i}].files[{j}].src"), &f.src)?;
         }
     }
+    if let Err(e) = recipe.defaults.shape() {
+        return Err(ProviderError::Parse { file: folder.join(RECIPE_FILE).display().to_string(), message: format!("[defaults]: {e}") });
+    }
     if let Some(up) = &recipe.up {
         check("up.first".into(), &up.first)?;
         if let Some(o) = &up.others {
@@ -330,6 +378,16 @@ parallel = true
         assert_eq!(p.ports["etcd"], 2379);
         assert!(p.up.unwrap().parallel);
         assert_eq!(p.defaults.nodes, Some(3));
+    }
+
+    #[test]
+    fn shape_defaults_parse() {
+        let text = "base = { image = \"tiny\" }\n[defaults]\nnuma = 2\nsecondary_nics = 1\nhugepages_2m = 16\nkernel_args = \"a=1\"\nnvme = [\"1Gi\"]\nqemu_args = \"-device 'x,y=z'\"\n";
+        let s = parse("p.toml", text).unwrap().defaults.shape().unwrap();
+        assert_eq!((s.numa, s.secondary_nics, s.hugepages_2m, s.kernel_args.as_deref()), (Some(2), Some(1), Some(16), Some("a=1")));
+        assert_eq!((s.nvme, s.qemu_args), (vec![1 << 30], vec!["-device".to_string(), "x,y=z".to_string()]));
+        let bad = parse("p.toml", "base = { image = \"tiny\" }\n[defaults]\nnvme = [\"lots\"]\n").unwrap().defaults.shape();
+        assert!(bad.unwrap_err().to_string().contains("lots"));
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub struct Manifest {
     /// How kvci reaches and readies a node of this image.
     #[serde(default, skip_serializing_if = "Access::is_beacon")]
     pub access: Access,
+    /// Default node shape for `vm up` (provider `[defaults]`); flags override field by field.
+    #[serde(default, skip_serializing_if = "crate::shape::NodeShape::is_empty")]
+    pub shape: crate::shape::NodeShape,
 }
 
 /// How kvci learns a node is ready and logs in.
@@ -110,6 +113,10 @@ pub struct FrozenManifest {
     /// The IP versions its nodes had (images frozen before IPv6 had IPv4 only).
     #[serde(default = "ipv4_only")]
     pub stack: crate::config::IpStack,
+    /// The node shape it was saved with (`--numa`, …; must match on resume). Images frozen
+    /// before shapes have the empty one.
+    #[serde(default)]
+    pub shape: crate::shape::NodeShape,
 }
 
 fn ipv4_only() -> crate::config::IpStack {
@@ -151,6 +158,7 @@ impl Manifest {
             frozen: None,
             ports: Default::default(),
             access: Access::Beacon,
+            shape: Default::default(),
         }
     }
 }

@@ -177,6 +177,7 @@ async fn run(store: &Store, provider: &Loaded, base: &Image, id: &str, name: &st
             registry_dir: None,
             stack: Default::default(),
             allow_host_loopback: false,
+            shape: Default::default(),
         },
         accel: decision,
     };
@@ -253,6 +254,8 @@ async fn run(store: &Store, provider: &Loaded, base: &Image, id: &str, name: &st
         frozen: None,
         ports: base.manifest.ports.clone().into_iter().chain(provider.recipe.ports.clone()).collect(),
         access: base.manifest.access.clone(),
+        // Checked when the recipe was loaded; a provider inherits its base's shape field by field.
+        shape: provider.recipe.defaults.shape()?.or(&base.manifest.shape),
     };
     let image = store.commit(&store.lock()?, &layer, manifest)?;
     eprintln!("kvci: image {name} built in {:.1}s ({} MiB new layer)", started.elapsed().as_secs_f64(), image.manifest.size >> 20);

@@ -72,6 +72,40 @@ pub struct NodeMachine {
     pub incoming: bool,
     /// kubevirtci's extra devices (its imported images).
     pub kubevirtci: Option<KubevirtciDevices>,
+    /// What `--numa`, `--secondary-nics`, `--nvme`, … add.
+    pub shape: ShapeDevices,
+}
+
+/// The node shape's devices (`vm up --numa`, `--secondary-nics`, `--nvme`, …).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShapeDevices {
+    /// NUMA nodes (0 or 1: none).
+    pub numa: u32,
+    /// Secondary NICs, in order (the node's 0-based number and the NIC's go in their ids).
+    pub secondary: Vec<SecondaryNic>,
+    /// Raw NVMe disk files.
+    pub nvme: Vec<PathBuf>,
+    /// Raw disk files on one virtio-scsi controller.
+    pub scsi: Vec<PathBuf>,
+    /// Raw USB stick files.
+    pub usb: Vec<PathBuf>,
+    /// Raw files every node of the cluster shares.
+    pub shared: Vec<PathBuf>,
+    /// A host PCI device for vfio-pci.
+    pub gpu: Option<String>,
+    /// `--qemu-args`, word by word.
+    pub extra: Vec<String>,
+}
+
+/// A secondary NIC: kubevirtci's `secondarynet{x}-{i}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecondaryNic {
+    /// The node's 0-based number.
+    pub node: u32,
+    /// The NIC's 0-based number on the node (its bridge is `br{i+1}`).
+    pub index: u32,
+    /// Tap and MAC.
+    pub nic: Nic,
 }
 
 /// What kubevirtci's `vm.sh` gives a node beyond kvci's own devices.
@@ -270,6 +304,106 @@ pub fn kubevirtci_args(d: &KubevirtciDevices) -> Vec<String> {
     v
 }
 
+/// kubevirtci's symmetric NUMA: memory and vCPUs split evenly into `nodes` NUMA nodes, each
+/// with its own RAM backend (`nodes` ≤ 1: nothing). The split is checked in the spec.
+pub fn numa_args(nodes: u32, memory_mib: u64, cpus: u32) -> Vec<String> {
+    if nodes <= 1 {
+        return Vec::new();
+    }
+    let (mem, per) = (memory_mib / u64::from(nodes), cpus / nodes);
+    let mut v = Vec::new();
+    for k in 0..nodes {
+        let (first, last) = (k * per, (k + 1) * per - 1);
+        v.extend(["-object".into(), format!("memory-backend-ram,size={mem}M,id=m{k}")]);
+        v.extend(["-numa".into(), format!("node,nodeid={k},memdev=m{k},cpus={first}-{last}")]);
+    }
+    v
+}
+
+/// A secondary NIC as kubevirtci's `vm.sh` adds it, on a tap fd as the main NIC.
+pub fn secondary_nic_args(s: &SecondaryNic) -> Vec<String> {
+    let id = format!("secondarynet{}-{}", s.node, s.index);
+    let fd = s.nic.tap_fd.map(|fd| fd.to_string()).unwrap_or_else(|| "-1".into());
+    vec!["-device".into(), format!("virtio-net-pci,netdev={id},mac={},bus=pcie.0", s.nic.mac), "-netdev".into(), format!("tap,id={id},fd={fd},vhost=off")]
+}
+
+/// Raw NVMe disks, `NVME{i}` with serial `nvme-{i}`.
+pub fn nvme_args(disks: &[PathBuf]) -> Vec<String> {
+    let mut v = Vec::new();
+    for (i, d) in disks.iter().enumerate() {
+        v.extend(["-drive".into(), format!("file={},format=raw,id=NVME{i},if=none", path_value(d))]);
+        v.extend(["-device".into(), format!("nvme,drive=NVME{i},serial=nvme-{i},bus=pcie.0")]);
+    }
+    v
+}
+
+/// Raw disks as LUNs of one virtio-scsi controller.
+pub fn scsi_args(disks: &[PathBuf]) -> Vec<String> {
+    if disks.is_empty() {
+        return Vec::new();
+    }
+    let mut v = owned(&["-device", "virtio-scsi-pci,id=scsi0,bus=pcie.0"]);
+    for (i, d) in disks.iter().enumerate() {
+        v.extend(["-drive".into(), format!("file={},format=raw,if=none,id=drive{i}", path_value(d))]);
+        v.extend(["-device".into(), format!("scsi-hd,drive=drive{i},bus=scsi0.0,channel=0,scsi-id=0,lun={i}")]);
+    }
+    v
+}
+
+/// Raw USB sticks, two per xHCI controller.
+pub fn usb_args(disks: &[PathBuf]) -> Vec<String> {
+    let mut v = Vec::new();
+    for (i, d) in disks.iter().enumerate() {
+        let bus = i / 2;
+        if i % 2 == 0 {
+            v.extend(["-device".into(), format!("qemu-xhci,id=bus{bus},bus=pcie.0")]);
+        }
+        v.extend(["-drive".into(), format!("if=none,id=stick{i},format=raw,file={}", path_value(d))]);
+        v.extend(["-device".into(), format!("usb-storage,bus=bus{bus}.0,drive=stick{i}")]);
+    }
+    v
+}
+
+/// Raw disks every node opens at once, on their own root ports, uncached so every node reads
+/// what another wrote (kubevirtci's shared block devices).
+pub fn shared_disk_args(disks: &[PathBuf]) -> Vec<String> {
+    let mut v = Vec::new();
+    for (i, d) in disks.iter().enumerate() {
+        let (id, port) = (format!("shared-disk-{i}"), format!("pci.{}", i + 1));
+        v.extend([
+            "-blockdev".into(),
+            format!("file,filename={},node-name={id},read-only=off,cache.direct=on,cache.no-flush=off", path_value(d)),
+            "-device".into(),
+            format!("pcie-root-port,id={port},bus=pcie.0"),
+            "-device".into(),
+            format!("virtio-blk-pci,bus={port},drive={id},id={id},share-rw=on,write-cache=on,werror=stop,rerror=stop"),
+        ]);
+    }
+    v
+}
+
+/// A host PCI device passed through with vfio-pci.
+pub fn gpu_args(address: &str) -> Vec<String> {
+    vec!["-device".into(), format!("vfio-pci,host={address},bus=pcie.0")]
+}
+
+/// The shape's devices, in kubevirtci's order; `--qemu-args` last so they can refer to them.
+pub fn shape_args(s: &ShapeDevices, memory_mib: u64, cpus: u32) -> Vec<String> {
+    let mut v = numa_args(s.numa, memory_mib, cpus);
+    for nic in &s.secondary {
+        v.extend(secondary_nic_args(nic));
+    }
+    v.extend(nvme_args(&s.nvme));
+    v.extend(scsi_args(&s.scsi));
+    v.extend(usb_args(&s.usb));
+    v.extend(shared_disk_args(&s.shared));
+    if let Some(gpu) = &s.gpu {
+        v.extend(gpu_args(gpu));
+    }
+    v.extend(s.extra.iter().cloned());
+    v
+}
+
 /// The whole command line of a node (without the program name).
 pub fn node_args(m: &NodeMachine) -> Vec<String> {
     let mut v = base_args(&m.name);
@@ -298,6 +432,8 @@ pub fn node_args(m: &NodeMachine) -> Vec<String> {
     if m.incoming {
         v.extend(incoming_args());
     }
+    // Before kubevirtci's pxb-pcie: every shape device names pcie.0 anyway.
+    v.extend(shape_args(&m.shape, m.memory_mib, m.cpus));
     if let Some(d) = &m.kubevirtci {
         v.extend(kubevirtci_args(d));
     }
@@ -392,6 +528,7 @@ mod tests {
             uuid: Some("0b2e8a3c-0000-4000-8000-000000000001".into()),
             incoming: true,
             kubevirtci: None,
+            shape: Default::default(),
         };
         let args = node_args(&m);
         assert!(!args.iter().any(|a| a == "-monitor" || a.contains("mode=readline")));
@@ -413,5 +550,72 @@ mod tests {
             "-device pxb-pcie,id=pxb0,bus_nr=128,bus=pcie.0 -device pcie-root-port,id=sriov-rp0,bus=pxb0,chassis=128 \
              -netdev tap,id=sriov0,fd=9,vhost=off -device igb,netdev=sriov0,mac=52:55:00:d1:57:01,bus=sriov-rp0"
         ), "{joined}");
+    }
+
+    #[test]
+    fn numa_splits_memory_and_cpus_like_kubevirtci() {
+        assert!(numa_args(1, 2048, 2).is_empty());
+        assert_eq!(
+            numa_args(2, 2048, 4).join(" "),
+            "-object memory-backend-ram,size=1024M,id=m0 -numa node,nodeid=0,memdev=m0,cpus=0-1 \
+             -object memory-backend-ram,size=1024M,id=m1 -numa node,nodeid=1,memdev=m1,cpus=2-3"
+        );
+    }
+
+    #[test]
+    fn secondary_nic_is_kubevirtcis_on_a_tap_fd() {
+        let s = SecondaryNic { node: 1, index: 0, nic: Nic { tap_fd: Some(11), mac: "52:55:00:d1:56:02".into() } };
+        assert_eq!(
+            secondary_nic_args(&s),
+            ["-device", "virtio-net-pci,netdev=secondarynet1-0,mac=52:55:00:d1:56:02,bus=pcie.0", "-netdev", "tap,id=secondarynet1-0,fd=11,vhost=off"]
+        );
+    }
+
+    #[test]
+    fn nvme_scsi_and_usb_disks_match_kubevirtci() {
+        let d = |n: &str| PathBuf::from(format!("/c/node01/{n}"));
+        assert_eq!(
+            nvme_args(&[d("nvme-0.img"), d("nvme-1.img")]).join(" "),
+            "-drive file=/c/node01/nvme-0.img,format=raw,id=NVME0,if=none -device nvme,drive=NVME0,serial=nvme-0,bus=pcie.0 \
+             -drive file=/c/node01/nvme-1.img,format=raw,id=NVME1,if=none -device nvme,drive=NVME1,serial=nvme-1,bus=pcie.0"
+        );
+        assert!(scsi_args(&[]).is_empty());
+        assert_eq!(
+            scsi_args(&[d("scsi-0.img"), d("scsi-1.img")]).join(" "),
+            "-device virtio-scsi-pci,id=scsi0,bus=pcie.0 \
+             -drive file=/c/node01/scsi-0.img,format=raw,if=none,id=drive0 -device scsi-hd,drive=drive0,bus=scsi0.0,channel=0,scsi-id=0,lun=0 \
+             -drive file=/c/node01/scsi-1.img,format=raw,if=none,id=drive1 -device scsi-hd,drive=drive1,bus=scsi0.0,channel=0,scsi-id=0,lun=1"
+        );
+        let usb = usb_args(&[d("usb-0.img"), d("usb-1.img"), d("usb-2.img")]).join(" ");
+        assert_eq!(
+            usb,
+            "-device qemu-xhci,id=bus0,bus=pcie.0 \
+             -drive if=none,id=stick0,format=raw,file=/c/node01/usb-0.img -device usb-storage,bus=bus0.0,drive=stick0 \
+             -drive if=none,id=stick1,format=raw,file=/c/node01/usb-1.img -device usb-storage,bus=bus0.0,drive=stick1 \
+             -device qemu-xhci,id=bus1,bus=pcie.0 \
+             -drive if=none,id=stick2,format=raw,file=/c/node01/usb-2.img -device usb-storage,bus=bus1.0,drive=stick2"
+        );
+    }
+
+    #[test]
+    fn shared_disks_get_a_root_port_each_and_no_cache() {
+        assert_eq!(
+            shared_disk_args(&["/c/shared/disk0.img".into()]),
+            [
+                "-blockdev",
+                "file,filename=/c/shared/disk0.img,node-name=shared-disk-0,read-only=off,cache.direct=on,cache.no-flush=off",
+                "-device",
+                "pcie-root-port,id=pci.1,bus=pcie.0",
+                "-device",
+                "virtio-blk-pci,bus=pci.1,drive=shared-disk-0,id=shared-disk-0,share-rw=on,write-cache=on,werror=stop,rerror=stop"
+            ]
+        );
+    }
+
+    #[test]
+    fn gpu_and_extra_args_come_last() {
+        let s = ShapeDevices { gpu: Some("0000:01:00.0".into()), extra: vec!["-device".into(), "x".into()], ..Default::default() };
+        assert_eq!(shape_args(&s, 512, 1), ["-device", "vfio-pci,host=0000:01:00.0,bus=pcie.0", "-device", "x"]);
+        assert!(shape_args(&ShapeDevices::default(), 512, 1).is_empty());
     }
 }

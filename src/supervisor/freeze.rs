@@ -57,6 +57,7 @@ pub(crate) struct FreezeRequest {
 pub(crate) async fn freeze(ctx: &FreezeContext<'_>, handles: &[NodeHandle], uuids: &[String], req: FreezeRequest) -> Result<(String, f64)> {
     let (to, keep_running, force) = (req.to.as_str(), req.keep_running, req.force);
     let name = ImageName::parse(to)?;
+    refuse_unfreezable(&ctx.launch.spec.shape)?;
     refuse_existing(ctx.store, &name, force)?;
     let started = Instant::now();
     let staging = ctx.store.staging()?;
@@ -77,6 +78,21 @@ pub(crate) async fn freeze(ctx: &FreezeContext<'_>, handles: &[NodeHandle], uuid
         Ok(cut) => Ok((name.to_string(), cut)),
         Err(e) => Err(e.context("freezing failed, the cluster runs on")),
     }
+}
+
+/// Extra disks are not copied into frozen images, and a passed-through host device cannot be
+/// saved: such clusters are refused before anything pauses.
+fn refuse_unfreezable(shape: &crate::shape::NodeShape) -> Result<()> {
+    if shape.has_extra_disks() {
+        bail!(
+            "this cluster has extra disks (--nvme, --scsi, --usb or --shared-disk), which frozen images do not keep: \
+             freeze a cluster started without them"
+        );
+    }
+    if let Some(gpu) = &shape.gpu {
+        bail!("this cluster passes host device {gpu} through (--gpu), whose state QEMU cannot save: it cannot be frozen");
+    }
+    Ok(())
 }
 
 fn refuse_existing(store: &Store, name: &ImageName, force: bool) -> Result<()> {
@@ -154,9 +170,11 @@ async fn save_and_commit(
             memory_mib: spec.memory_mib,
             cpus: spec.cpus,
             stack: spec.stack,
+            shape: spec.shape.clone(),
         }),
         ports: base.ports.clone(),
         access: base.access.clone(),
+        shape: Default::default(),
     };
     let (store, name, force, timeout, root) = (ctx.store.clone(), name.clone(), req.force, req.store_timeout, ctx.dir.root().to_path_buf());
     off_thread(move || {
@@ -183,4 +201,23 @@ fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
         bail!("copying {} failed", from.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape::NodeShape;
+
+    #[test]
+    fn clusters_with_extra_disks_or_a_gpu_are_not_frozen() {
+        for (shape, word) in [
+            (NodeShape { nvme: vec![512], ..Default::default() }, "extra disks"),
+            (NodeShape { shared_disks: vec![512], ..Default::default() }, "extra disks"),
+            (NodeShape { gpu: Some("0000:01:00.0".into()), ..Default::default() }, "--gpu"),
+        ] {
+            let err = refuse_unfreezable(&shape).unwrap_err().to_string();
+            assert!(err.contains(word), "{err}");
+        }
+        assert!(refuse_unfreezable(&NodeShape { numa: Some(2), secondary_nics: Some(1), hugepages_2m: Some(8), ..Default::default() }).is_ok());
+    }
 }

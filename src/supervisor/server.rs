@@ -171,6 +171,10 @@ async fn launch_and_serve(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter) ->
         return Err(e.context("starting the cluster registry"));
     }
     let uuids: Vec<String> = plan.nodes.iter().map(|n| n.machine.uuid.clone().unwrap_or_default()).collect();
+    if let Err(e) = create_shared_disks(&plan.shared_disks, dir) {
+        network.shutdown().await;
+        return Err(e);
+    }
     let nodes = match bring_up(&qemu, plan.nodes, timeout, reporter, &mut state, dir, &mut network, image.manifest.frozen.as_ref()).await {
         Ok(nodes) => nodes,
         Err(e) => {
@@ -237,6 +241,20 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The cluster's shared raw disks (`--shared-disk`), sparse, checked for the O_DIRECT their
+/// `cache.direct=on` needs before any QEMU opens them.
+fn create_shared_disks(disks: &[(PathBuf, u64)], dir: &ClusterDir) -> Result<()> {
+    if disks.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir.shared_dir()).with_context(|| format!("creating {}", dir.shared_dir().display()))?;
+    for (path, size) in disks {
+        crate::disk::raw::create_sparse(path, *size)?;
+        crate::disk::raw::check_direct_io(path)?;
+    }
+    Ok(())
+}
+
 /// Overlays, then every node started and awaited in parallel. On any failure all nodes are
 /// stopped and the error of the first failing node is returned.
 #[allow(clippy::too_many_arguments)]
@@ -254,6 +272,9 @@ async fn bring_up(
     for p in &plans {
         std::fs::create_dir_all(p.dir.root()).with_context(|| format!("creating {}", p.dir.root().display()))?;
         crate::disk::create_overlay(&p.base_disk, &p.dir.disk())?;
+        for (path, size) in &p.extra_disks {
+            crate::disk::raw::create_sparse(path, *size)?;
+        }
     }
     if let Some(frozen) = frozen {
         return resume_all(qemu, plans, timeout, reporter, state, dir, network, frozen).await;
