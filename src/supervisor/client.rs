@@ -27,8 +27,9 @@ pub enum ClientError {
     Protocol(String),
 }
 
-/// Sends `request` and returns the response. For `Down`, also waits until the supervisor has
-/// exited (its end of the socket closes when the process is gone).
+/// Sends `request` and returns the response. For `Down`, and a `Freeze` that takes the cluster
+/// down, also waits until the supervisor has exited (its end of the socket closes when the
+/// process is gone), so the name is free when this returns.
 pub fn request(dir: &ClusterDir, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
     let name = dir.name().to_string();
     let io = |source| ClientError::Io { name: name.clone(), source };
@@ -47,7 +48,8 @@ pub fn request(dir: &ClusterDir, request: &Request, timeout: Duration) -> Result
     let mut answer = String::new();
     reader.read_line(&mut answer).map_err(io)?;
     let response: Response = serde_json::from_str(&answer).map_err(|_| ClientError::Protocol(name.clone()))?;
-    if matches!(request, Request::Down { .. }) {
+    let ends_cluster = matches!(request, Request::Down { .. } | Request::Freeze { keep_running: false, .. });
+    if ends_cluster && !matches!(response, Response::Error { .. }) {
         let mut rest = Vec::new();
         let _ = reader.read_to_end(&mut rest);
     }
