@@ -212,3 +212,24 @@ fn a_node_dying_on_a_damaged_base_disk_names_the_file() {
     let err = stderr(&out);
     assert!(err.contains("disk chain is damaged") && err.contains(disk.to_str().unwrap()), "{err}");
 }
+
+/// `kvci image check` on a store with a name whose layer is gone and a manifest it cannot read:
+/// both are reported and the exit code says so; JSON lists them too.
+#[test]
+fn image_check_reports_what_is_damaged_and_fails() {
+    let data = tempfile::tempdir().unwrap();
+    let kvci = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_kvci")).arg("--data-dir").arg(data.path()).args(args).output().unwrap();
+    let clean = kvci(&["image", "check"]);
+    assert!(clean.status.success(), "{}", String::from_utf8_lossy(&clean.stderr));
+    let manifests = data.path().join("images/manifests");
+    let ghost = r#"{"name":"ghost:latest","id":"0000","kernel":"vmlinuz","initrd":"initrd.img","disk":"disk.qcow2","append":"","memory_mib":512,"cpus":1,"created":0,"size":0}"#;
+    std::fs::write(manifests.join("ghost:latest.json"), ghost).unwrap();
+    std::fs::write(manifests.join("torn:latest.json"), "{\"name\":").unwrap();
+    let out = kvci(&["image", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("DAMAGED image ghost:latest: its layer 0000 is missing"), "{text}");
+    assert!(text.contains("torn:latest.json: image manifest cannot be read"), "{text}");
+    let json: serde_json::Value = serde_json::from_slice(&kvci(&["image", "check", "--output", "json"]).stdout).unwrap();
+    assert_eq!(json["damaged"].as_array().unwrap().len(), 2, "{json}");
+}

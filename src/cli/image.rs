@@ -31,6 +31,9 @@ pub enum ImageCommand {
     Rm(RmArgs),
     /// Delete layers no image needs
     Prune,
+    /// Verify every layer against the hashes recorded when it was committed and every image
+    /// against the layers it needs; exits 1 and says what is damaged
+    Check(CheckArgs),
     /// Write an image as an OCI image layout (for registries, skopeo, KubeVirt)
     ///
     /// Writes IMAGE into DIR as an OCI image layout (oci-layout, index.json, blobs/sha256/), tagged
@@ -209,6 +212,14 @@ pub struct BuildArgs {
     /// same name, so `vm up` of this image is a resume
     #[arg(long)]
     pub with_memory: bool,
+}
+
+/// `kvci image check`
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Lines for people, JSON for scripts
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
 }
 
 /// `kvci image ls`
@@ -394,6 +405,32 @@ pub fn run(dirs: &Dirs, cmd: ImageCommand) -> Result<ExitCode> {
             eprintln!("kvci: pulled {reference} as {} in {:.1}s", image.manifest.name, started.elapsed().as_secs_f64());
             println!("{digest}");
             println!("{} {}", image.manifest.name, image.manifest.id);
+        }
+        ImageCommand::Check(a) => {
+            let report = crate::image::check::check(&store)?;
+            match a.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Output::Table => {
+                    for d in &report.damaged {
+                        println!("DAMAGED {}: {}", d.what, d.problem);
+                    }
+                    if !report.layers_unrecorded.is_empty() {
+                        eprintln!(
+                            "kvci: {} layer(s) from an older kvci have no content record and were not verified",
+                            report.layers_unrecorded.len()
+                        );
+                    }
+                    eprintln!(
+                        "kvci: {} layer(s) and {} image(s) intact, {} problem(s)",
+                        report.layers_ok,
+                        report.images_ok,
+                        report.damaged.len()
+                    );
+                }
+            }
+            if !report.damaged.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         ImageCommand::Prune => {
             let running = crate::cluster::teardown::layers_in_use(dirs)?;

@@ -1,6 +1,7 @@
 //! Images: the frozen image store ([`store`]) and the builder of the default image `tiny`
 //! ([`tiny`], from Debian packages via [`debs`], [`initramfs`] and [`rootfs`]).
 
+pub mod check;
 pub mod debootstrap;
 pub mod debs;
 pub mod digest;

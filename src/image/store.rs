@@ -467,6 +467,9 @@ impl Store {
         if !dir.exists() {
             // Each layer keeps its own manifest, so parent chains survive renames and `rm`.
             std::fs::write(staged.join("manifest.json"), serde_json::to_vec_pretty(&manifest)?)?;
+            // What the layer holds, for `kvci image check` to compare with later.
+            let content = super::check::hash_tree(staged)?;
+            std::fs::write(staged.join(super::check::CONTENT), serde_json::to_vec_pretty(&content)?)?;
             read_only(staged)?;
             // On disk before it has its name: a crash must not leave a named, torn layer.
             sync_tree(staged)?;
@@ -728,6 +731,43 @@ mod tests {
         assert!(err.contains(&format!("locked by pid {}", std::process::id())), "{err}");
         drop(held);
         assert!(store.lock_within(std::time::Duration::from_millis(300)).is_ok());
+    }
+
+    #[test]
+    fn check_finds_torn_missing_and_foreign_files_and_missing_layers() {
+        use crate::image::check;
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        commit(&store, "base", "l1", None);
+        commit(&store, "top", "l2", Some("l1"));
+        let report = check::check(&store).unwrap();
+        assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+        assert_eq!((report.layers_ok, report.images_ok), (2, 2));
+
+        // A flipped byte in the parent's disk, a file gone, a file that was never there.
+        let l1 = store.layer_dir("l1");
+        make_writable(&l1);
+        let disk = l1.join("disk.qcow2");
+        let mut bytes = std::fs::read(&disk).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(&disk, bytes).unwrap();
+        std::fs::remove_file(l1.join("manifest.json")).unwrap();
+        std::fs::write(l1.join("stray"), b"?").unwrap();
+        // And a name whose layer is gone.
+        let mut ghost = manifest("ghost", "nope");
+        ghost.name = "ghost:latest".into();
+        store.name(&store.lock().unwrap(), &ghost).unwrap();
+        let report = check::check(&store).unwrap();
+        let lines: Vec<String> = report.damaged.iter().map(|d| format!("{}: {}", d.what, d.problem)).collect();
+        for want in [
+            "layer l1: disk.qcow2 changed since it was committed (torn or edited)",
+            "layer l1: manifest.json is missing",
+            "layer l1: stray was not part of the layer",
+            "image ghost:latest: its layer nope is missing",
+        ] {
+            assert!(lines.iter().any(|l| l == want), "{want} not in {lines:#?}");
+        }
+        assert_eq!(report.layers_ok, 1);
     }
 
     #[test]
