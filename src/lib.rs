@@ -15,6 +15,7 @@ pub mod fault;
 #[cfg(test)]
 pub(crate) mod fuzzing;
 pub mod image;
+pub mod interrupt;
 pub mod oci;
 pub mod paths;
 pub mod ports;

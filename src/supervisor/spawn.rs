@@ -25,6 +25,9 @@ pub fn spawn_and_wait(dirs: &Dirs, dir: &ClusterDir, lock: crate::supervisor::se
         .stdout(Stdio::piped())
         .stderr(log);
     crate::cluster::teardown::hand_down(&lock, &mut cmd)?;
+    // Ctrl-C while the cluster comes up stops it rather than leaving it to finish unseen.
+    let guard = crate::interrupt::guard(&format!("the start of cluster {}", dir.name()), || {}).context("watching for Ctrl-C")?;
+    crate::interrupt::unblock_in_child(&mut cmd);
     // SAFETY: between fork and exec the hook only calls setsid(2), which is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
@@ -32,6 +35,16 @@ pub fn spawn_and_wait(dirs: &Dirs, dir: &ClusterDir, lock: crate::supervisor::se
     let mut child = cmd.spawn().context("starting the supervisor")?;
     // The supervisor holds the lock now (the same open file); this process lets go of its copy.
     drop(lock);
+    let (pid, stopped) = (nix::unistd::Pid::from_raw(child.id() as i32), dir.clone());
+    guard.set_cleanup(move || {
+        // Its QEMUs die with it (PR_SET_PDEATHSIG) and the namespace with them; then its files.
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        match crate::cluster::teardown::remove_stale(&stopped) {
+            Ok(_) => eprintln!("kvci: cluster {} was not started; nothing of it is left", stopped.name()),
+            Err(e) => eprintln!("kvci: cleaning up cluster {}: {e:#}", stopped.name()),
+        }
+    });
     let stdout = child.stdout.take().context("supervisor stdout")?;
     for line in BufReader::new(stdout).lines() {
         let line = line.context("reading the supervisor's progress")?;
