@@ -269,7 +269,8 @@ impl Loaded {
             walk(&self.dir.join(r), &mut all)?;
             all.sort();
             for f in all {
-                feed(&f.to_string_lossy(), &std::fs::read(&f)?);
+                // By path inside the provider folder, so the id does not depend on where it is.
+                feed(&f.strip_prefix(&self.dir).unwrap_or(&f).to_string_lossy(), &std::fs::read(&f)?);
             }
         }
         let mut files: Vec<&Path> = Vec::new();
