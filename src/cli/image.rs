@@ -295,7 +295,7 @@ pub fn run(dirs: &Dirs, cmd: ImageCommand) -> Result<ExitCode> {
                     tiny::ensure(&store, &dirs.cache())?
                 }
             } else {
-                let loaded = provider::load(&provider::recipes_dir(), &a.provider)?;
+                let loaded = provider::load(&crate::image::recipes::dir(dirs)?, &a.provider)?;
                 build::build(dirs, &loaded, &BuildOptions { tag: a.tag, compact: a.compact, accel: a.accel, force: a.force })?
             };
             if a.with_memory {

@@ -10,6 +10,7 @@ pub mod initramfs;
 pub mod name;
 pub mod provider;
 pub mod recipe;
+pub mod recipes;
 pub mod rootfs;
 pub mod store;
 pub mod tiny;

@@ -241,11 +241,6 @@ pub struct Loaded {
     pub recipe: Provider,
 }
 
-/// Where provider folders are: `KVCI_IMAGES_DIR`, else the source tree's `images/`.
-pub fn recipes_dir() -> PathBuf {
-    std::env::var_os("KVCI_IMAGES_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("images"))
-}
-
 /// Loads and checks `images/<name>/provider.toml`.
 pub fn load(dir: &Path, name: &str) -> Result<Loaded, ProviderError> {
     let folder = dir.join(name);
@@ -317,7 +312,8 @@ impl Loaded {
             walk(&self.dir.join(r), &mut all)?;
             all.sort();
             for f in all {
-                feed(&f.to_string_lossy(), &std::fs::read(&f)?);
+                // By path inside the provider folder, so the id does not depend on where it is.
+                feed(&f.strip_prefix(&self.dir).unwrap_or(&f).to_string_lossy(), &std::fs::read(&f)?);
             }
         }
         let mut files: Vec<&Path> = Vec::new();
@@ -411,8 +407,9 @@ parallel = true
 
     #[test]
     fn shipped_providers_load() {
-        for name in list(&recipes_dir()) {
-            load(&recipes_dir(), &name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("images");
+        for name in list(&dir) {
+            load(&dir, &name).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
 }

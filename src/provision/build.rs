@@ -142,7 +142,7 @@ fn base_image(dirs: &Dirs, name: &str, opts: &BuildOptions) -> Result<Image> {
     if name == crate::image::tiny::name() {
         return crate::image::resolve(dirs, &name);
     }
-    let recipes = crate::image::provider::recipes_dir();
+    let recipes = crate::image::recipes::dir(dirs)?;
     if recipes.join(name.repo()).join(crate::image::provider::RECIPE_FILE).is_file() {
         let loaded = crate::image::provider::load(&recipes, name.repo())?;
         return build(dirs, &loaded, &BuildOptions { tag: name.tag().into(), compact: false, force: false, ..opts.clone() });
