@@ -115,47 +115,61 @@ fn a_failed_freeze_at_any_step_leaves_the_cluster_running() {
 }
 
 /// Ctrl-C (SIGINT) while `vm up` waits for the nodes stops the start: exit 130, no QEMU, no
-/// supervisor, no cluster directory, and the name is free. Before, the cluster went on coming up
-/// in the background.
+/// supervisor, no cluster directory, and the name is free. SIGKILL of `vm up` (no clean-up can
+/// run in it) does the same: the supervisor sees its waiter gone and takes the cluster down.
+/// Before, the cluster went on coming up in the background in both cases.
 #[test]
-fn ctrl_c_during_up_takes_the_half_started_cluster_down() {
+fn ctrl_c_or_kill_during_up_takes_the_half_started_cluster_down() {
+    use nix::sys::signal::Signal;
     use std::io::BufRead;
-    let name = "it-intr";
-    let _ = run(&["vm", "down", "--name", name]);
-    let mut up = kvci().args(["vm", "up", "--name", name, "--accel", "tcg"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    // Wait for the progress line that says QEMU is being started (an event, not a delay).
-    let mut lines = std::io::BufReader::new(up.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        seen.push(line.clone());
-        if line.contains("booting") {
-            break;
+    for (name, signal) in [("it-intr", Signal::SIGINT), ("it-kill", Signal::SIGKILL)] {
+        let _ = run(&["vm", "down", "--name", name]);
+        let mut up = kvci().args(["vm", "up", "--name", name, "--accel", "tcg"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        // Wait for the progress line that says QEMU is being started (an event, not a delay).
+        let mut lines = std::io::BufReader::new(up.stderr.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            seen.push(line.clone());
+            if line.contains("booting") {
+                break;
+            }
         }
+        assert!(seen.iter().any(|l| l.contains("booting")), "no boot progress: {seen:#?}");
+        let cluster = common::data_dir().join("clusters").join(name);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(up.id() as i32), signal).unwrap();
+        let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+        let status = up.wait().unwrap();
+        if signal == Signal::SIGINT {
+            assert_eq!(status.code(), Some(130), "{rest:#?}");
+            assert!(rest.iter().any(|l| l.contains("nothing of it is left")), "{rest:#?}");
+        }
+        // The supervisor is gone once the cluster's lock is free: wait for that (bounded).
+        let lock_path = common::data_dir().join("clusters/.locks").join(format!("{name}.lock"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&lock_path).unwrap();
+            let _ = tx.send(nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockShared).is_ok());
+        });
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(60)), Ok(true), "{signal:?}: the supervisor kept the cluster");
+        assert!(qemus_of(&cluster).is_empty(), "{signal:?}: QEMU left: {:?}", qemus_of(&cluster));
+        assert!(!cluster.exists(), "{signal:?}: cluster directory left");
+        assert!(!run(&["vm", "status", "--name", name]).status.success());
+        // The name is free at once.
+        let again = TestCluster::up(name, &[]);
+        assert_eq!(again.status()["nodes"][0]["state"], "running");
     }
-    assert!(seen.iter().any(|l| l.contains("booting")), "no boot progress: {seen:#?}");
-    let cluster = common::data_dir().join("clusters").join(name);
-    let qemus = |dir: &std::path::Path| -> Vec<u64> {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
-            .filter(|pid| {
-                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let dir = dir.as_os_str().as_encoded_bytes();
-                cmd.windows(dir.len()).any(|w| w == dir)
-            })
-            .collect()
-    };
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(up.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
-    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
-    let status = up.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "{rest:#?}");
-    assert!(rest.iter().any(|l| l.contains("nothing of it is left")), "{rest:#?}");
-    assert!(qemus(&cluster).is_empty(), "QEMU left: {:?}", qemus(&cluster));
-    assert!(!cluster.exists(), "cluster directory left");
-    let status = run(&["vm", "status", "--name", name]);
-    assert!(!status.status.success());
-    // The name is free at once.
-    let again = TestCluster::up(name, &[]);
-    assert_eq!(again.status()["nodes"][0]["state"], "running");
+}
+
+/// Processes whose command line mentions `dir` (a cluster's QEMUs).
+fn qemus_of(dir: &std::path::Path) -> Vec<u64> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let dir = dir.as_os_str().as_encoded_bytes();
+            cmd.windows(dir.len()).any(|w| w == dir)
+        })
+        .collect()
 }

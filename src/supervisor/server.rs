@@ -35,6 +35,33 @@ use crate::tools::QEMU;
 /// Default time a guest gets to power off on `down` before QEMU is stopped.
 pub const DEFAULT_DOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Set once the cluster was reported ready: from then on the supervisor lives on its own.
+static READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Resolves when the `vm up` that waits on our stdout is gone (killed, SIGKILL included) before
+/// the cluster was ready; never after that. The pipe's write end reports an error once its
+/// reader has closed, which `poll` sees even asking for no event.
+async fn waiter_gone() {
+    let Ok(fd) = nix::unistd::dup(1) else { return std::future::pending().await };
+    let gone = tokio::task::spawn_blocking(move || {
+        // SAFETY: `fd` was just duplicated and is owned here.
+        let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&owned), nix::poll::PollFlags::empty())];
+        loop {
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+                Ok(n) if n > 0 => return true,
+                Err(nix::errno::Errno::EINTR) | Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if !gone || READY.load(std::sync::atomic::Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Where launch progress goes: the pipe `vm up` reads, or the terminal (`--foreground`).
 pub enum Reporter {
     /// Detached: JSON lines on stdout, which is closed once the cluster is ready.
@@ -68,6 +95,7 @@ impl Reporter {
 
     /// Lets `vm up` see end-of-file: stdout now points at /dev/null.
     fn detach(&self) {
+        READY.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Reporter::Pipe = self {
             if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
                 let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1);
@@ -100,7 +128,15 @@ async fn supervise(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter, lock: Opt
             None => teardown::try_lock(dir)?.ok_or_else(|| anyhow!("cluster {:?} is already running", dir.name()))?,
         },
     };
-    let result = launch_and_serve(dirs, dir, reporter).await;
+    let result = match reporter {
+        // Until it is ready the cluster belongs to the `vm up` waiting for it: if that one is
+        // killed, the bring-up stops and leaves nothing.
+        Reporter::Pipe => tokio::select! {
+            r = launch_and_serve(dirs, dir, reporter) => r,
+            _ = waiter_gone() => Err(anyhow!("`kvci vm up` went away before the cluster was ready; taking it down")),
+        },
+        Reporter::Terminal => launch_and_serve(dirs, dir, reporter).await,
+    };
     if result.is_err() {
         // A failed bring-up leaves nothing: QEMUs are gone by now, the namespace with them.
         let _ = std::fs::remove_dir_all(dir.root());
