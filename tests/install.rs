@@ -76,32 +76,13 @@ impl Drop for Down<'_> {
     }
 }
 
-/// Copies `tiny` from the tests' shared store into the store at `data` (the layer and its
-/// name), so the installed kvci need not download its Debian packages again.
-fn copy_tiny(data: &Path) -> String {
-    let out = common::run(&["image", "build", "tiny"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let shared = common::data_dir().join("images");
-    let manifest = shared.join("manifests/tiny:latest.json");
-    let id = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&manifest).unwrap()).unwrap()["id"].as_str().unwrap().to_string();
-    let layer = data.join("images/layers").join(&id);
-    std::fs::create_dir_all(&layer).unwrap();
-    std::fs::create_dir_all(data.join("images/manifests")).unwrap();
-    for e in std::fs::read_dir(shared.join("layers").join(&id)).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), layer.join(e.file_name())).unwrap();
-    }
-    std::fs::copy(&manifest, data.join("images/manifests/tiny:latest.json")).unwrap();
-    id
-}
-
 #[test]
 fn installed_kvci_reads_its_compiled_in_recipes_and_boots_tiny() {
     let tmp = tempfile::tempdir().unwrap();
     let (root, cwd, data) = (tmp.path().join("root"), tmp.path().join("cwd"), tmp.path().join("data"));
     std::fs::create_dir_all(&cwd).unwrap();
     let kvci = Installed { bin: cargo_install(&root), cwd, data: data.clone() };
-    let tiny = copy_tiny(&data);
+    let tiny = common::copy_tiny_into(&data);
 
     // Recipes come from the data directory: the compiled-in tree, written out under its hash.
     let recipes = data.join("cache/recipes").join(kvci::image::recipes::content_hash(kvci::image::recipes::EMBEDDED));

@@ -173,3 +173,30 @@ fn qemus_of(dir: &std::path::Path) -> Vec<u64> {
         })
         .collect()
 }
+
+/// A guest that writes one endless line (no newline) to kvci's beacon port for 15 s after it
+/// is ready: nothing on the host buffers it (the write blocks once the port's buffers are
+/// full), so the supervisor's peak RSS stays under 64 MiB and the cluster keeps answering. The
+/// reader used during boot skips an over-long line in bounded memory (`beacon.rs`'s unit test
+/// sends it 1 GiB).
+#[test]
+fn an_endless_beacon_line_from_a_guest_does_not_grow_the_supervisor() {
+    let c = TestCluster::up("it-beacon", &[]);
+    let sup = c.status()["supervisor_pid"].as_u64().unwrap();
+    let peak = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{sup}/status")).unwrap();
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap()
+    };
+    let before = peak();
+    let script = "for p in /sys/class/virtio-ports/*; do \
+                  [ \"$(cat $p/name)\" = org.kvci.beacon ] && dev=/dev/$(basename $p); done; \
+                  timeout 15 sh -c \"head -c 200000000 /dev/zero | tr '\\\\0' x > $dev\"; echo wrote";
+    let out = run(&["vm", "ssh", "--name", "it-beacon", "node01", "--", script]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "wrote", "{}", stderr(&out));
+    let after = peak();
+    eprintln!("supervisor peak RSS {before} KiB before, {after} KiB after 15 s of one endless beacon line");
+    assert!(after < 64 * 1024, "peak RSS {after} KiB");
+    assert_eq!(c.status()["nodes"][0]["state"], "running");
+    let ssh = run(&["vm", "ssh", "--name", "it-beacon", "node01", "--", "echo", "ok"]);
+    assert_eq!(String::from_utf8_lossy(&ssh.stdout), "ok\n");
+}

@@ -11,7 +11,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::cluster::layout::ClusterDir;
-use crate::cluster::state::ClusterState;
 
 /// The environment variable through which `vm up` hands its held cluster lock to the supervisor
 /// it starts (an inherited fd number).
@@ -76,6 +75,37 @@ pub fn hand_down(lock: &Flock<File>, cmd: &mut std::process::Command) -> Result<
     Ok(())
 }
 
+/// Kills and reaps every child of this process (QEMUs, the egress helper), for a supervisor
+/// whose bring-up was abandoned half way.
+pub fn end_children() {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Field 4 (ppid), after the command name in parentheses.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(me) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        }
+    }
+}
+
+/// Waits (at most `limit`) until `pid` no longer exists; for processes that are not our
+/// children, so cannot be waited for.
+fn wait_gone(pid: u32, limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && std::time::Instant::now() < deadline {
+        // A killed process whose parent has not reaped it yet is a zombie: gone for our purpose.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Removes a dead cluster's leftovers. Returns the QEMU pids it had to kill.
 /// Refuses (returns an error) when a live supervisor still owns the cluster.
 pub fn remove_stale(dir: &ClusterDir) -> Result<Vec<u32>> {
@@ -95,20 +125,33 @@ pub fn remove_stale_held(dir: &ClusterDir, _lock: &Flock<File>) -> Result<Vec<u3
         return Ok(Vec::new());
     }
     let mut killed = Vec::new();
-    if let Ok(state) = ClusterState::load(&dir.state()) {
-        for node in &state.nodes {
-            let Some(pid) = node.pid else { continue };
-            // Only a QEMU of this very cluster: pids get reused.
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let root = dir.root().as_os_str().as_encoded_bytes();
-            if cmdline.windows(root.len()).any(|w| w == root) {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                killed.push(pid);
-            }
-        }
+    for pid in qemus_of(dir) {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        wait_gone(pid, std::time::Duration::from_secs(10));
+        killed.push(pid);
     }
     std::fs::remove_dir_all(dir.root()).with_context(|| format!("removing {}", dir.root().display()))?;
     Ok(killed)
+}
+
+/// QEMU processes of this very cluster: a QEMU binary whose command line names the cluster's
+/// directory (its overlays and sockets live there). Found by looking, not from `state.json`,
+/// which has no pid for a node killed before it was ready.
+fn qemus_of(dir: &ClusterDir) -> Vec<u32> {
+    let root = dir.root().as_os_str().as_encoded_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let is_qemu = std::fs::read_link(format!("/proc/{pid}/exe"))
+                .ok()
+                .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().starts_with("qemu-system")))
+                .unwrap_or(false);
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            is_qemu && cmdline.windows(root.len()).any(|w| w == root)
+        })
+        .collect()
 }
 
 /// The store layers live clusters started from (as their `launch.json` records them).

@@ -138,7 +138,9 @@ async fn supervise(dirs: &Dirs, dir: &ClusterDir, reporter: &Reporter, lock: Opt
         Reporter::Terminal => launch_and_serve(dirs, dir, reporter).await,
     };
     if result.is_err() {
-        // A failed bring-up leaves nothing: QEMUs are gone by now, the namespace with them.
+        // A failed or abandoned bring-up leaves nothing: its QEMUs and helpers are ended and
+        // reaped before the lock (held until this process exits) frees the name.
+        teardown::end_children();
         let _ = std::fs::remove_dir_all(dir.root());
     }
     result

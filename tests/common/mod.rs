@@ -202,3 +202,23 @@ pub fn helpers_of(supervisor: u64) -> Vec<u64> {
         })
         .collect()
 }
+
+/// Copies `tiny` (built in the shared store first if needed) into a fresh store at `data`: the
+/// layer and its name, so a test with a data directory of its own need not build it again.
+/// Returns the layer id.
+pub fn copy_tiny_into(data: &Path) -> String {
+    let out = run(&["image", "build", "tiny"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shared = data_dir().join("images");
+    let manifest = shared.join("manifests/tiny:latest.json");
+    let id = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&manifest).unwrap()).unwrap()["id"].as_str().unwrap().to_string();
+    let layer = data.join("images/layers").join(&id);
+    std::fs::create_dir_all(&layer).unwrap();
+    std::fs::create_dir_all(data.join("images/manifests")).unwrap();
+    for e in std::fs::read_dir(shared.join("layers").join(&id)).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), layer.join(e.file_name())).unwrap();
+    }
+    std::fs::copy(&manifest, data.join("images/manifests/tiny:latest.json")).unwrap();
+    id
+}
