@@ -55,7 +55,7 @@ pub async fn fix_up(node: &Node, ns: &Arc<NetNs>, deadline: tokio::time::Instant
     let t = std::time::Instant::now();
     let name = node.name();
     let mut entropy = vec![0u8; 64];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut entropy)?;
+    getrandom::fill(&mut entropy).map_err(std::io::Error::from)?;
     let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
     if let NodeAccess::Login { .. } = node.plan.access {
         // No kvci agent in these images: the same fix-ups over ssh, as root with the cluster key.

@@ -299,7 +299,7 @@ fn read_small(path: &Path) -> Option<Vec<u8>> {
 /// 128 random bits as hex: upload ids and temporary names.
 fn random_id() -> String {
     let mut bytes = [0u8; 16];
-    if File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_err() {
+    if getrandom::fill(&mut bytes).is_err() {
         // Unique within this process is enough for a file name: time and a counter.
         static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -307,7 +307,7 @@ fn random_id() -> String {
         bytes[..8].copy_from_slice(&t.to_le_bytes());
         bytes[8..].copy_from_slice(&(n ^ u64::from(std::process::id())).to_le_bytes());
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! `id_ed25519.pub` (`ssh-ed25519 AAAA… kvci`), created once and reused.
 
 use std::fs::{self, DirBuilder, Permissions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -105,12 +105,7 @@ fn public_line(key: &PrivateKey) -> Result<String, SshError> {
 
 fn create_private(dir: &Path, path: &Path) -> Result<PrivateKey, SshError> {
     let mut seed = [0u8; 32];
-    // The kernel's CSPRNG, read directly: kvci is Linux-only and this needs no extra crate.
-    fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed)).map_err(|source| SshError::KeyIo {
-        action: "read",
-        path: "/dev/urandom".into(),
-        source,
-    })?;
+    getrandom::fill(&mut seed).map_err(|e| SshError::KeyIo { action: "read", path: "getrandom(2)".into(), source: e.into() })?;
     let key = PrivateKey::new(KeypairData::Ed25519(Ed25519Keypair::from_seed(&seed)), KEY_COMMENT)
         .map_err(|e| SshError::KeyInvalid { path: path.into(), reason: e.to_string() })?;
     seed.fill(0);

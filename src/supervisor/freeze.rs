@@ -13,7 +13,8 @@ use crate::cluster::plan::Launch;
 use crate::image::digest::LayerDigest;
 use crate::image::name::ImageName;
 use crate::image::store::{FrozenManifest, FrozenNode, Image, Manifest, Store};
-use crate::supervisor::node_task::{join_all, NodeCmd, NodeHandle};
+use crate::supervisor::node_task::{NodeCmd, NodeHandle};
+use futures_util::future::join_all;
 
 /// How long saving one node's state may take.
 const SAVE_TIMEOUT: Duration = Duration::from_secs(600);

@@ -28,7 +28,8 @@ use crate::cluster::state::{ClusterState, NodeRecord, NodeState, Phase};
 use crate::cluster::teardown;
 use crate::image::store::Store;
 use crate::paths::Dirs;
-use crate::supervisor::node_task::{join_all, NodeHandle};
+use crate::supervisor::node_task::NodeHandle;
+use futures_util::future::join_all;
 use crate::supervisor::protocol::{ClusterStatus, LaunchEvent, Request, Response};
 use crate::tools::QEMU;
 
@@ -273,10 +274,9 @@ fn registry_addrs(topo: &kvci_net::topology::Topology) -> Vec<std::net::IpAddr> 
 /// A fresh secret for the cluster's up hooks (e.g. an etcd cluster token or kubeadm token seed).
 fn random_token() -> String {
     let mut bytes = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    // getrandom(2) does not fail on Linux once the pool is seeded (it blocks until then).
+    let _ = getrandom::fill(&mut bytes);
+    hex::encode(bytes)
 }
 
 /// The cluster's shared raw disks (`--shared-disk`), sparse, checked for the O_DIRECT their
