@@ -48,14 +48,10 @@ fn big_image(data: &Path, mib: u64) -> (Store, Manifest) {
     let tiny = store.get(&kvci::image::name::ImageName::parse("tiny").unwrap()).unwrap().unwrap();
     let staging = store.staging().unwrap();
     let random = staging.path().join("random");
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut buf = Vec::with_capacity((mib << 20) as usize);
-    while buf.len() < (mib << 20) as usize {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        buf.extend_from_slice(&x.to_le_bytes());
-    }
+    // Incompressible and the same on every run.
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
+    let mut buf = vec![0u8; (mib << 20) as usize];
+    rng.fill(&mut buf);
     std::fs::write(&random, &buf).unwrap();
     drop(buf);
     let disk = staging.path().join("disk.qcow2");

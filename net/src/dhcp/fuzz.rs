@@ -1,7 +1,7 @@
 //! Bounded fuzzing of [`DhcpServer::handle`], the one function that reads guest bytes: random
 //! byte strings and mutated valid packets must never panic, every packet must be counted
-//! exactly once, and every reply must decode again. A fixed-seed xorshift keeps runs
-//! reproducible without an extra crate.
+//! exactly once, and every reply must decode again. A fixed-seed generator (`fastrand`) keeps
+//! runs reproducible.
 
 use std::net::Ipv4Addr;
 
