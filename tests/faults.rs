@@ -82,7 +82,14 @@ impl Store {
             // A signalled supervisor may still be taking its cluster down: wait until it is gone.
             self.wait_unlocked(name);
             let dir = self.cluster_dir(name);
-            assert!(qemus_of(&dir).is_empty(), "{what}: QEMU left: {:?}", qemus_of(&dir));
+            // Children the supervisor did not reap itself die with it (PR_SET_PDEATHSIG), a
+            // moment after the lock frees: give them that moment, no more.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !qemus_of(&dir).is_empty() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let left: Vec<String> = qemus_of(&dir).iter().map(|p| describe(*p)).collect();
+            assert!(left.is_empty(), "{what}: processes of the cluster left: {left:#?}");
             if dir.exists() {
                 // A killed supervisor cannot remove its files: the next `vm up` of the name does.
                 self.ok(&["vm", "up", "--name", name, "--accel", "tcg"]);
@@ -110,6 +117,13 @@ fn qemus_of(dir: &Path) -> Vec<u64> {
             cmd.windows(dir.len()).any(|w| w == dir)
         })
         .collect()
+}
+
+/// A process for a failure message: its state, parent and command line.
+fn describe(pid: u64) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    format!("{pid}: {} | {}", stat.rsplit_once(')').map(|(_, r)| r.trim()).unwrap_or(""), String::from_utf8_lossy(&cmd).replace('\0', " "))
 }
 
 fn signal(pid: u32, s: Signal) {

@@ -152,6 +152,11 @@ fn ctrl_c_or_kill_during_up_takes_the_half_started_cluster_down() {
             let _ = tx.send(nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockShared).is_ok());
         });
         assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(60)), Ok(true), "{signal:?}: the supervisor kept the cluster");
+        // QEMUs the supervisor did not reap die with it (PR_SET_PDEATHSIG) a moment later.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !qemus_of(&cluster).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         assert!(qemus_of(&cluster).is_empty(), "{signal:?}: QEMU left: {:?}", qemus_of(&cluster));
         assert!(!cluster.exists(), "{signal:?}: cluster directory left");
         assert!(!run(&["vm", "status", "--name", name]).status.success());
