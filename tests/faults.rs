@@ -106,6 +106,15 @@ impl Store {
     }
 }
 
+impl Drop for Store {
+    /// A failed run must not leave its clusters behind.
+    fn drop(&mut self) {
+        for name in ["f-up", "f-frz", "f-boot"] {
+            let _ = self.run(&["vm", "down", "--name", name, "--timeout", "5"]);
+        }
+    }
+}
+
 /// Processes whose command line mentions `dir` (a cluster's QEMUs).
 fn qemus_of(dir: &Path) -> Vec<u64> {
     std::fs::read_dir("/proc")

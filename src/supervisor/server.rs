@@ -44,20 +44,23 @@ static READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new
 /// reader has closed, which `poll` sees even asking for no event.
 async fn waiter_gone() {
     let Ok(fd) = nix::unistd::dup(1) else { return std::future::pending().await };
-    let gone = tokio::task::spawn_blocking(move || {
+    // A plain thread, not tokio's blocking pool: the runtime waits for its blocking tasks when it
+    // shuts down, and this one may wait for `vm up`, which waits for the runtime's last word.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("waiter-gone".into()).spawn(move || {
         // SAFETY: `fd` was just duplicated and is owned here.
         let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&owned), nix::poll::PollFlags::empty())];
-        loop {
+        let gone = loop {
             match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
-                Ok(n) if n > 0 => return true,
+                Ok(n) if n > 0 => break true,
                 Err(nix::errno::Errno::EINTR) | Ok(_) => continue,
-                Err(_) => return false,
+                Err(_) => break false,
             }
-        }
-    })
-    .await
-    .unwrap_or(false);
+        };
+        let _ = tx.send(gone);
+    });
+    let gone = spawned.is_ok() && rx.await.unwrap_or(false);
     if !gone || READY.load(std::sync::atomic::Ordering::SeqCst) {
         std::future::pending::<()>().await;
     }
