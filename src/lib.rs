@@ -18,6 +18,7 @@ pub mod image;
 pub mod interrupt;
 pub mod oci;
 pub mod paths;
+pub mod procfs;
 pub mod ports;
 pub mod provision;
 pub mod registry;

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -60,12 +60,7 @@ impl Store {
         if !path.exists() {
             return;
         }
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let f = std::fs::File::open(&path).unwrap();
-            let _ = tx.send(nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockShared).is_ok());
-        });
-        assert_eq!(rx.recv_timeout(Duration::from_secs(90)), Ok(true), "cluster {name}'s owner never went away");
+        assert_eq!(common::lock_freed_within(path, Duration::from_secs(90)), Ok(true), "cluster {name}'s owner never went away");
     }
 
     /// The invariants after a fault. `cluster`: a cluster that must be either whole and running
@@ -84,11 +79,7 @@ impl Store {
             let dir = self.cluster_dir(name);
             // Children the supervisor did not reap itself die with it (PR_SET_PDEATHSIG), a
             // moment after the lock frees: give them that moment, no more.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !qemus_of(&dir).is_empty() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let left: Vec<String> = qemus_of(&dir).iter().map(|p| describe(*p)).collect();
+            let left: Vec<String> = common::processes_left_of(&dir).iter().map(|p| describe(*p)).collect();
             assert!(left.is_empty(), "{what}: processes of the cluster left: {left:#?}");
             if dir.exists() {
                 // A killed supervisor cannot remove its files: the next `vm up` of the name does.
@@ -113,19 +104,6 @@ impl Drop for Store {
             let _ = self.run(&["vm", "down", "--name", name, "--timeout", "5"]);
         }
     }
-}
-
-/// Processes whose command line mentions `dir` (a cluster's QEMUs).
-fn qemus_of(dir: &Path) -> Vec<u64> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let dir = dir.as_os_str().as_encoded_bytes();
-            cmd.windows(dir.len()).any(|w| w == dir)
-        })
-        .collect()
 }
 
 /// A process for a failure message: its state, parent and command line.

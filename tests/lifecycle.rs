@@ -146,37 +146,20 @@ fn ctrl_c_or_kill_during_up_takes_the_half_started_cluster_down() {
         }
         // The supervisor is gone once the cluster's lock is free: wait for that (bounded).
         let lock_path = common::data_dir().join("clusters/.locks").join(format!("{name}.lock"));
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let f = std::fs::File::open(&lock_path).unwrap();
-            let _ = tx.send(nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockShared).is_ok());
-        });
-        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(60)), Ok(true), "{signal:?}: the supervisor kept the cluster");
+        assert_eq!(
+            common::lock_freed_within(lock_path, std::time::Duration::from_secs(60)),
+            Ok(true),
+            "{signal:?}: the supervisor kept the cluster"
+        );
         // QEMUs the supervisor did not reap die with it (PR_SET_PDEATHSIG) a moment later.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !qemus_of(&cluster).is_empty() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        assert!(qemus_of(&cluster).is_empty(), "{signal:?}: QEMU left: {:?}", qemus_of(&cluster));
+        let left = common::processes_left_of(&cluster);
+        assert!(left.is_empty(), "{signal:?}: QEMU left: {left:?}");
         assert!(!cluster.exists(), "{signal:?}: cluster directory left");
         assert!(!run(&["vm", "status", "--name", name]).status.success());
         // The name is free at once.
         let again = TestCluster::up(name, &[]);
         assert_eq!(again.status()["nodes"][0]["state"], "running");
     }
-}
-
-/// Processes whose command line mentions `dir` (a cluster's QEMUs).
-fn qemus_of(dir: &std::path::Path) -> Vec<u64> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let dir = dir.as_os_str().as_encoded_bytes();
-            cmd.windows(dir.len()).any(|w| w == dir)
-        })
-        .collect()
 }
 
 /// A guest that writes one endless line (no newline) to kvci's beacon port for 15 s after it

@@ -82,9 +82,7 @@ pub fn end_children() {
     let Ok(entries) = std::fs::read_dir("/proc") else { return };
     for e in entries.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Field 4 (ppid), after the command name in parentheses.
-        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        let ppid = crate::procfs::stat_fields(pid as u32).and_then(|f| f.get(1)?.parse::<u32>().ok());
         if ppid == Some(me) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
@@ -96,12 +94,8 @@ pub fn end_children() {
 /// children, so cannot be waited for.
 fn wait_gone(pid: u32, limit: std::time::Duration) {
     let deadline = std::time::Instant::now() + limit;
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() && std::time::Instant::now() < deadline {
-        // A killed process whose parent has not reaped it yet is a zombie: gone for our purpose.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')) {
-            return;
-        }
+    // A killed process whose parent has not reaped it yet is a zombie: gone for our purpose.
+    while crate::procfs::running(pid) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
@@ -154,36 +148,32 @@ fn qemus_of(dir: &ClusterDir) -> Vec<u32> {
         .collect()
 }
 
-/// The store layers live clusters started from (as their `launch.json` records them).
-pub fn layers_in_use(dirs: &crate::paths::Dirs) -> Result<Vec<String>> {
-    let mut ids = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dirs.clusters()) else { return Ok(ids) };
+/// Each live cluster (a supervisor holds its lock) with what its `launch.json` says.
+fn live_launches(dirs: &crate::paths::Dirs) -> Result<Vec<(ClusterDir, crate::cluster::plan::Launch)>> {
+    let mut live = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dirs.clusters()) else { return Ok(live) };
     for e in entries.flatten() {
         let dir = ClusterDir::new(dirs, &e.file_name().to_string_lossy());
         let Ok(bytes) = std::fs::read(dir.launch()) else { continue };
         let Ok(launch) = serde_json::from_slice::<crate::cluster::plan::Launch>(&bytes) else { continue };
-        if let Some(id) = launch.image_id {
-            if supervisor_alive(&dir)? {
-                ids.push(id);
-            }
+        if supervisor_alive(&dir)? {
+            live.push((dir, launch));
         }
     }
-    Ok(ids)
+    Ok(live)
+}
+
+/// The store layers live clusters started from (as their `launch.json` records them).
+pub fn layers_in_use(dirs: &crate::paths::Dirs) -> Result<Vec<String>> {
+    Ok(live_launches(dirs)?.into_iter().filter_map(|(_, launch)| launch.image_id).collect())
 }
 
 /// Names of live clusters booted from image `image` (its full `NAME:TAG` name).
 pub fn clusters_using(dirs: &crate::paths::Dirs, image: &crate::image::name::ImageName) -> Result<Vec<String>> {
-    let mut used = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dirs.clusters()) else { return Ok(used) };
-    for e in entries.flatten() {
-        let dir = ClusterDir::new(dirs, &e.file_name().to_string_lossy());
-        let Ok(bytes) = std::fs::read(dir.launch()) else { continue };
-        let Ok(launch) = serde_json::from_slice::<crate::cluster::plan::Launch>(&bytes) else { continue };
+    Ok(live_launches(dirs)?
+        .into_iter()
         // Clusters started by older kvci versions may record `tiny` for `tiny:latest`.
-        let same = crate::image::name::ImageName::parse(&launch.spec.image).is_ok_and(|n| n == *image);
-        if same && supervisor_alive(&dir)? {
-            used.push(dir.name().to_string());
-        }
-    }
-    Ok(used)
+        .filter(|(_, launch)| crate::image::name::ImageName::parse(&launch.spec.image).is_ok_and(|n| n == *image))
+        .map(|(dir, _)| dir.name().to_string())
+        .collect())
 }

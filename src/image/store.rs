@@ -637,14 +637,11 @@ fn staging_owner(name: &str) -> Option<(u32, u64)> {
 /// A process's start time (clock ticks since boot, `/proc/PID/stat` field 22): with the pid it
 /// names one process, whatever pids get reused.
 fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name (which may hold spaces and parentheses), field 3 onwards.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     // A killed process not yet reaped (zombie) is gone for our purpose.
-    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+    if !crate::procfs::running(pid) {
         return None;
     }
-    fields.get(19)?.parse().ok()
+    crate::procfs::stat_fields(pid)?.get(19)?.parse().ok()
 }
 
 /// Bytes a tree takes on disk (what a sweep frees).

@@ -222,3 +222,37 @@ pub fn copy_tiny_into(data: &Path) -> String {
     std::fs::copy(&manifest, data.join("images/manifests/tiny:latest.json")).unwrap();
     id
 }
+
+/// Processes whose command line mentions `dir` (a cluster's QEMUs and anything else of it).
+pub fn processes_of(dir: &Path) -> Vec<u64> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let dir = dir.as_os_str().as_encoded_bytes();
+            cmd.windows(dir.len()).any(|w| w == dir)
+        })
+        .collect()
+}
+
+/// Waits until a shared lock on `lock` can be taken (its owner, a cluster's supervisor, is gone),
+/// for at most `limit`: `Ok(true)` then.
+pub fn lock_freed_within(lock: PathBuf, limit: Duration) -> Result<bool, std::sync::mpsc::RecvTimeoutError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&lock).unwrap();
+        let _ = tx.send(nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockShared).is_ok());
+    });
+    rx.recv_timeout(limit)
+}
+
+/// Gives processes of `dir` that die with their killed parent (PR_SET_PDEATHSIG) up to 5 s to
+/// go; returns those still there.
+pub fn processes_left_of(dir: &Path) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_of(dir).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    processes_of(dir)
+}

@@ -6,41 +6,31 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-macro_rules! script {
-    ($path:literal) => {
-        ($path, include_str!(concat!("../../../images/kubevirtci/cluster-up/", $path)))
-    };
+/// Where the folder is in the compiled-in `images/` tree.
+const FOLDER: &str = "kubevirtci/cluster-up/";
+/// The template of each provider's `cluster/<provider>/provider.sh`.
+const PROVIDER_TEMPLATE: &str = "cluster/provider.sh.in";
+
+/// The folder's files by relative path, from the `images/` tree compiled into kvci.
+fn files() -> impl Iterator<Item = (&'static str, &'static str)> {
+    crate::image::recipes::EMBEDDED
+        .iter()
+        .filter_map(|(path, bytes, _)| Some((path.strip_prefix(FOLDER)?, std::str::from_utf8(bytes).ok()?)))
 }
-
-/// The folder's files by relative path.
-const FILES: &[(&str, &str)] = &[
-    script!("up.sh"),
-    script!("down.sh"),
-    script!("ssh.sh"),
-    script!("kubectl.sh"),
-    script!("cli.sh"),
-    script!("kubeconfig.sh"),
-    script!("check.sh"),
-    script!("hack/common.sh"),
-    script!("hack/config.sh"),
-    script!("hack/config-default.sh"),
-    script!("cluster/kvci-provider.sh"),
-    script!("cluster/k8s-provider-common.sh"),
-    script!("cluster/ephemeral-provider-common.sh"),
-];
-
-/// Each provider's `cluster/<provider>/provider.sh`.
-const PROVIDER: &str = include_str!("../../../images/kubevirtci/cluster-up/cluster/provider.sh.in");
 
 /// kubevirtci's current VM providers: each gets its `cluster/<provider>/provider.sh`.
 pub const PROVIDERS: &[&str] = &["k8s-1.33", "k8s-1.34", "k8s-1.35", "k8s-1.36"];
 
 /// The files to write: path and contents, with `kvci` standing for `KVCI_BIN`'s default.
 pub fn render(kvci: &Path, providers: &[String]) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = FILES.iter().map(|(p, text)| (p.to_string(), text.replace("@KVCI_BIN@", &kvci.to_string_lossy()))).collect();
+    let template = files().find(|(p, _)| *p == PROVIDER_TEMPLATE).map(|(_, t)| t).unwrap_or_default();
+    let mut out: Vec<(String, String)> = files()
+        .filter(|(p, _)| *p != PROVIDER_TEMPLATE)
+        .map(|(p, text)| (p.to_string(), text.replace("@KVCI_BIN@", &kvci.to_string_lossy())))
+        .collect();
     for p in PROVIDERS.iter().map(|p| p.to_string()).chain(providers.iter().cloned()) {
         if !out.iter().any(|(path, _)| *path == format!("cluster/{p}/provider.sh")) {
-            out.push((format!("cluster/{p}/provider.sh"), PROVIDER.replace("@PROVIDER@", &p)));
+            out.push((format!("cluster/{p}/provider.sh"), template.replace("@PROVIDER@", &p)));
         }
     }
     out
@@ -97,7 +87,7 @@ mod tests {
         let err = write(dir.path(), Path::new("kvci"), &[], false).unwrap_err().to_string();
         assert!(err.contains("--force"), "{err}");
         let n = write(dir.path(), Path::new("kvci"), &[], true).unwrap();
-        assert_eq!(n, FILES.len() + PROVIDERS.len());
+        assert_eq!(n, files().count() - 1 + PROVIDERS.len());
         assert_eq!(std::fs::read_to_string(dir.path().join("README.md")).unwrap(), "kubevirtci's");
         let mode = std::fs::metadata(dir.path().join("up.sh")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o755);
